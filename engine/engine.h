@@ -1,0 +1,272 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The engine's internal interface, shared by engine/ and transport/. Nothing
+ * here names a file, a socket or a verb: transports plug in through
+ * struct kvr_target_ops and complete work through kvr_req_done().
+ */
+#ifndef KVR_ENGINE_H
+#define KVR_ENGINE_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <liburing.h>
+
+#include "kvr_config.h"
+#include "kvring.h"
+#include "engine/timer.h"
+
+#define KVR_EXPORT __attribute__((visibility("default")))
+
+#define KVR_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#define KVR_LIKELY(x)			    __builtin_expect(!!(x), 1)
+#define KVR_UNLIKELY(x)			    __builtin_expect(!!(x), 0)
+
+/* Largest io_uring fixed buffer; larger regions take several table entries. */
+#define KVR_FIXED_MAX (1ull << 30)
+
+/* ------------------------------------------------------------- completions */
+
+/*
+ * Every SQE the engine submits carries a pointer to one of these as its
+ * user_data; the loop calls fn with the CQE's result and flags. A user_data of
+ * 0 marks an SQE whose completion nobody needs (e.g. an async cancel).
+ */
+struct kvr_io;
+typedef void (*kvr_io_fn)(struct kvr_io *io, int res, uint32_t cqe_flags);
+struct kvr_io {
+	kvr_io_fn fn;
+};
+
+/* Called once per loop round just before the ring is submitted (e.g. to
+ * write a log block that collected this round's records). */
+struct kvr_flush {
+	void (*fn)(struct kvr_flush *f);
+	struct kvr_flush *next;
+};
+
+/* --------------------------------------------------------- registered memory */
+
+struct kvr_mr {
+	kvr_engine *e;
+	uintptr_t base;
+	size_t len;
+	unsigned flags;
+	uint32_t nfixed;   /* fixed-buffer table entries (0: plain path) */
+	uint64_t inflight; /* SGEs of in-flight batches pointing here */
+	uint16_t slot[];   /* table slot of each 1 GiB piece */
+};
+
+/* An SGE resolved at submission. */
+struct kvr_sgx {
+	uint8_t *addr;
+	size_t len;
+	struct kvr_mr *mr;
+};
+
+/* Fixed-buffer slot covering addr (inside mr), or -1 for the plain path. The
+ * piece [addr, addr+n) must not cross kvr_fixed_end(). */
+static inline int kvr_mr_slot(const struct kvr_mr *mr, const void *addr)
+{
+	if (!mr->nfixed)
+		return -1;
+	return mr->slot[((uintptr_t)addr - mr->base) / KVR_FIXED_MAX];
+}
+
+/* First address after addr where the fixed-buffer entry changes. */
+static inline uintptr_t kvr_fixed_end(const struct kvr_mr *mr, const void *addr)
+{
+	uintptr_t rel = (uintptr_t)addr - mr->base;
+	uintptr_t end = mr->base + (rel / KVR_FIXED_MAX + 1) * KVR_FIXED_MAX;
+
+	return end < mr->base + mr->len ? end : mr->base + mr->len;
+}
+
+/* Region holding [addr, addr+len), or NULL. O(log regions). */
+struct kvr_mr *kvr_mr_find(kvr_engine *e, const void *addr, size_t len);
+/* Deregister everything (engine teardown). */
+void kvr_registry_fini(kvr_engine *e);
+int kvr_registry_init(kvr_engine *e, uint32_t slots);
+
+/* Registered files: a slot for fd (use IOSQE_FIXED_FILE with it), or -1 when
+ * the table is full or unsupported (then use the fd itself). */
+#define KVR_FILE_SLOTS 64
+int kvr_file_slot(kvr_engine *e, int fd);
+void kvr_file_unslot(kvr_engine *e, int slot);
+
+/* ------------------------------------------------------------ batches, reqs */
+
+/* One object of a batch, as copied at submission. */
+struct kvr_objd {
+	const uint8_t *key;
+	uint16_t key_len;
+	uint32_t nsge;
+	uint64_t hash;	/* kvr_key_hash(key) */
+	uint64_t total; /* sum of SGE lengths */
+	struct kvr_sgx *sgx;
+};
+
+struct kvr_batch;
+
+/* A request slot: one object in flight. Transports keep their per-object
+ * state in priv. */
+#define KVR_REQ_PRIV 160
+struct kvr_req {
+	struct kvr_batch *b;
+	struct kvr_objd *o;
+	uint32_t idx; /* index in the batch */
+	bool done;
+	struct kvr_req *next; /* free list, or a transport's wait queue */
+	_Alignas(16) uint8_t priv[KVR_REQ_PRIV];
+};
+
+struct kvr_batch {
+	kvr_target *t;
+	enum kvr_op op;
+	uint32_t n;
+	uint32_t ndone;
+	bool started;
+	bool expired; /* the deadline passed */
+	kvr_batch_cb cb;
+	void *ctx;
+	int64_t *results;
+	struct kvr_objd *objs;
+	struct kvr_req **reqs; /* n slots once started */
+	uint64_t t_submit_ns;
+	struct kvr_timer deadline;
+	struct kvr_batch *next; /* wait queue or done list */
+};
+
+/* --------------------------------------------------------------- targets */
+
+/*
+ * What every target implements. The batch entry points receive the started
+ * request slots of one batch (all of the same op) and must eventually call
+ * kvr_req_done() exactly once for each — never from inside the submitting
+ * call's caller's callback chain is not a concern: the engine defers every
+ * user callback to the poll loop.
+ */
+struct kvr_target_ops {
+	const char *name;
+	void (*put)(kvr_target *t, struct kvr_req **reqs, uint32_t n);
+	void (*get)(kvr_target *t, struct kvr_req **reqs, uint32_t n);
+	void (*exists)(kvr_target *t, struct kvr_req **reqs, uint32_t n);
+	void (*remove)(kvr_target *t, struct kvr_req **reqs, uint32_t n);
+	/* The deadline of r's batch passed: make r finish soon (cancel its I/O).
+	 * Optional. kvr_req_done() still follows, once the buffers are free. */
+	void (*cancel)(kvr_target *t, struct kvr_req *r);
+	/* Fill the target-specific fields of st (objects, used, capacity...). */
+	void (*stats)(kvr_target *t, struct kvr_stats *st);
+	/* Finish in-flight work (kvr_engine_drain), persist, release resources;
+	 * the struct itself is freed by the engine at destroy. */
+	int (*close)(kvr_target *t);
+};
+
+struct kvr_target {
+	const struct kvr_target_ops *ops;
+	kvr_engine *e;
+	uint32_t timeout_ms;
+	bool closed;
+	uint64_t inflight; /* request slots started and not done */
+	struct kvr_stats stats;
+	struct kvr_target *next; /* engine's list */
+};
+
+/* Initialise the common part and link the target to its engine. */
+void kvr_target_init(kvr_target *t, kvr_engine *e, const struct kvr_target_ops *ops,
+		     uint32_t timeout_ms);
+
+/* Unlink a target whose open failed (the caller frees it). */
+void kvr_target_forget(kvr_target *t);
+
+/* Complete object r with result res (bytes or -errno). */
+void kvr_req_done(struct kvr_req *r, int64_t res);
+
+/* ------------------------------------------------------------------ loop */
+
+struct kvr_engine {
+	struct io_uring ring;
+	unsigned setup_flags;
+	uint32_t flags;
+	int notify_fd; /* kvr_engine_fd: registered eventfd */
+	int wake_fd;   /* written by kvr_engine_wake */
+	uint64_t wake_buf;
+	struct kvr_io wake_io;
+	bool wake_armed;
+	bool notified; /* notify_fd written since the last poll */
+	bool woken;    /* the wake read completed this poll */
+	bool in_poll;
+	bool in_cb;
+	bool stop;
+	bool destroying;
+	uint32_t timeout_ms;
+	uint64_t now_ns; /* cached clock, refreshed each round */
+
+	/* request pool */
+	struct kvr_req *pool;
+	struct kvr_req *free_reqs;
+	uint32_t max_objects;
+	uint32_t free_count;
+
+	struct kvr_batch *wait_head, *wait_tail; /* accepted, not started */
+	struct kvr_batch *done_head, *done_tail; /* finished, callback due */
+
+	struct kvr_timer_heap timers;
+	struct kvr_flush *flushers;
+	kvr_target *targets;
+
+	/* registry */
+	struct kvr_mr **regions; /* sorted by base */
+	uint32_t nregions, cap_regions;
+	struct kvr_mr *last_mr;
+	uint16_t *free_slots;
+	uint32_t nfree_slots, nslots;
+	uint32_t nfile_slots;
+	uint64_t file_used; /* registered file slots in use */
+
+	struct kvr_stats stats;
+	uint64_t sqes_inflight;
+
+	kvr_log_fn log;
+	void *log_ctx;
+	int log_level;
+	char errmsg[256];
+};
+
+/* An SQE to fill; submits the ring first when it is full. Never NULL. */
+struct io_uring_sqe *kvr_sqe(kvr_engine *e);
+/* Make the engine fd readable (work finished outside the kernel). */
+void kvr_notify(kvr_engine *e);
+/* Submit and wait for completions, dispatching I/O completions but running no
+ * user callbacks, until *cond becomes 0. For close paths. Returns 0 or -errno. */
+int kvr_engine_drain(kvr_engine *e, const uint64_t *cond);
+void kvr_flush_add(kvr_engine *e, struct kvr_flush *f);
+void kvr_flush_del(kvr_engine *e, struct kvr_flush *f);
+uint64_t kvr_now_ns(void);
+/* Submit prepared SQEs now unless a poll round will (outside the loop). */
+void kvr_submit_if_idle(kvr_engine *e);
+
+/* Batch machinery (batch.c) used by the loop. */
+void kvr_batches_start_waiting(kvr_engine *e);
+int kvr_batches_run_done(kvr_engine *e);
+void kvr_batch_expire(struct kvr_timer *tm);
+void kvr_batches_cancel_all(kvr_engine *e);
+
+/* ------------------------------------------------------------------ log */
+
+void kvr_log(kvr_engine *e, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Record a detailed message for kvr_engine_errmsg() (and log it as an error). */
+void kvr_set_errmsg(kvr_engine *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ------------------------------------------------------------- checksum */
+
+/* crc32c (Castagnoli) of a buffer, chainable: pass the previous result. */
+uint32_t kvr_crc32c(uint32_t crc, const void *buf, size_t len);
+/* crc32c of the first len bytes spread over an SGL. */
+uint32_t kvr_crc32c_sgl(const struct kvr_sgx *sgx, uint32_t nsge, uint64_t len);
+
+/* Record one object's latency in a histogram. */
+void kvr_lat_record(uint64_t *hist, uint64_t ns);
+
+#endif

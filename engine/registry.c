@@ -1,0 +1,258 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Registered memory: regions sorted by address (binary search per SGE), each
+ * host region mapped onto io_uring fixed-buffer slots of at most 1 GiB in a
+ * sparse table updated at run time.
+ */
+#include "engine/engine.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/uio.h>
+
+int kvr_registry_init(kvr_engine *e, uint32_t slots)
+{
+	int rc = io_uring_register_buffers_sparse(&e->ring, slots);
+
+	if (rc) {
+		/* Without a sparse table every region takes the plain path. */
+		kvr_log(e, KVR_LOG_WARN, "sparse fixed-buffer table unavailable: %s",
+			strerror(-rc));
+		slots = 0;
+	}
+	e->nslots = slots;
+	e->free_slots = calloc(slots ? slots : 1, sizeof(*e->free_slots));
+	if (!e->free_slots)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < slots; i++)
+		e->free_slots[i] = (uint16_t)(slots - 1 - i);
+	e->nfree_slots = slots;
+	/* Registered files: a small sparse table the stores take slots from. */
+	e->nfile_slots =
+	    io_uring_register_files_sparse(&e->ring, KVR_FILE_SLOTS) ? 0 : KVR_FILE_SLOTS;
+	return 0;
+}
+
+int kvr_file_slot(kvr_engine *e, int fd)
+{
+	for (uint32_t i = 0; i < e->nfile_slots; i++) {
+		if (!(e->file_used & (1ull << i))) {
+			if (io_uring_register_files_update(&e->ring, i, &fd, 1) != 1)
+				return -1;
+			e->file_used |= 1ull << i;
+			return (int)i;
+		}
+	}
+	return -1;
+}
+
+void kvr_file_unslot(kvr_engine *e, int slot)
+{
+	int none = -1;
+
+	if (slot < 0)
+		return;
+	io_uring_register_files_update(&e->ring, (unsigned)slot, &none, 1);
+	e->file_used &= ~(1ull << slot);
+}
+
+/* Index of the first region whose base is > addr. */
+static uint32_t upper_bound(kvr_engine *e, uintptr_t addr)
+{
+	uint32_t lo = 0, hi = e->nregions;
+
+	while (lo < hi) {
+		uint32_t mid = (lo + hi) / 2;
+
+		if (e->regions[mid]->base <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+struct kvr_mr *kvr_mr_find(kvr_engine *e, const void *addr, size_t len)
+{
+	uintptr_t a = (uintptr_t)addr;
+	struct kvr_mr *mr = e->last_mr;
+
+	if (!(mr && a >= mr->base && a - mr->base < mr->len)) {
+		uint32_t i = upper_bound(e, a);
+
+		if (i == 0)
+			return NULL;
+		mr = e->regions[i - 1];
+		if (a - mr->base >= mr->len)
+			return NULL;
+		e->last_mr = mr;
+	}
+	if (len > mr->len - (a - mr->base))
+		return NULL;
+	return mr;
+}
+
+static void release_slots(kvr_engine *e, struct kvr_mr *mr, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		struct iovec iov = {NULL, 0};
+		__u64 tag = 0;
+
+		io_uring_register_buffers_update_tag(&e->ring, mr->slot[i], &iov, &tag, 1);
+		e->free_slots[e->nfree_slots++] = mr->slot[i];
+	}
+}
+
+static int memlock_error(kvr_engine *e, size_t len)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+		kvr_set_errmsg(
+		    e,
+		    "pinning %zu bytes failed: RLIMIT_MEMLOCK is %llu bytes (raise it with "
+		    "ulimit -l or limits.conf)",
+		    len, (unsigned long long)rl.rlim_cur);
+	} else {
+		kvr_set_errmsg(e, "pinning %zu bytes failed: out of memory (RLIMIT_MEMLOCK)", len);
+	}
+	return -ENOMEM;
+}
+
+/* Fill the region's fixed-buffer slots; on failure, undo and say why. */
+static int map_fixed(kvr_engine *e, struct kvr_mr *mr, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		uintptr_t off = (uintptr_t)i * KVR_FIXED_MAX;
+		struct iovec iov = {(void *)(mr->base + off),
+				    mr->len - off < KVR_FIXED_MAX ? mr->len - off : KVR_FIXED_MAX};
+		__u64 tag = 0;
+		uint16_t slot = e->free_slots[--e->nfree_slots];
+		int rc;
+
+		mr->slot[i] = slot;
+		rc = io_uring_register_buffers_update_tag(&e->ring, slot, &iov, &tag, 1);
+		if (rc < 0) {
+			e->free_slots[e->nfree_slots++] = slot;
+			release_slots(e, mr, i);
+			return rc;
+		}
+	}
+	mr->nfixed = n;
+	return 0;
+}
+
+/* The kernel refuses to pin file-backed pages with the same -EFAULT it gives
+ * for unmapped ones; msync tells them apart (ENOMEM: a hole). */
+static bool is_mapped(uintptr_t a, size_t len)
+{
+	uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), start = a & ~(pg - 1);
+
+	return msync((void *)start, a + len - start, MS_ASYNC) == 0;
+}
+
+KVR_EXPORT int kvr_mem_register(kvr_engine *e, void *addr, size_t len, unsigned flags, kvr_mr **out)
+{
+	uintptr_t a = (uintptr_t)addr;
+	struct kvr_mr *mr;
+	uint32_t n, i;
+	int rc;
+
+	if (!e || !addr || !len || !out || a + len < a)
+		return -EINVAL;
+	if (flags & ~(unsigned)KVR_MEM_CUDA)
+		return -EINVAL;
+	if (flags & KVR_MEM_CUDA) {
+		kvr_set_errmsg(e, "CUDA memory needs a build with CUDA support");
+		return -EOPNOTSUPP;
+	}
+	i = upper_bound(e, a);
+	if ((i > 0 && e->regions[i - 1]->base + e->regions[i - 1]->len > a) ||
+	    (i < e->nregions && e->regions[i]->base < a + len)) {
+		kvr_set_errmsg(e, "region %p+%zu overlaps a registered region", addr, len);
+		return -EEXIST;
+	}
+	n = (uint32_t)((len + KVR_FIXED_MAX - 1) / KVR_FIXED_MAX);
+	mr = calloc(1, sizeof(*mr) + n * sizeof(mr->slot[0]));
+	if (!mr)
+		return -ENOMEM;
+	mr->e = e;
+	mr->base = a;
+	mr->len = len;
+	mr->flags = flags;
+	if (e->nregions == e->cap_regions) {
+		uint32_t cap = e->cap_regions ? e->cap_regions * 2 : 16;
+		struct kvr_mr **v = realloc(e->regions, cap * sizeof(*v));
+
+		if (!v) {
+			free(mr);
+			return -ENOMEM;
+		}
+		e->regions = v;
+		e->cap_regions = cap;
+	}
+	if (n > e->nfree_slots) {
+		if (e->nslots) {
+			kvr_set_errmsg(e, "fixed-buffer table full (%u slots of 1 GiB)", e->nslots);
+			free(mr);
+			return -ENOSPC;
+		}
+	} else {
+		rc = map_fixed(e, mr, n);
+		if (rc == -ENOMEM || rc == -EAGAIN) {
+			free(mr);
+			return memlock_error(e, len);
+		}
+		if (rc == -EFAULT && !is_mapped(a, len)) {
+			kvr_set_errmsg(e, "region %p+%zu is not mapped memory", addr, len);
+			free(mr);
+			return -EFAULT;
+		}
+		if (rc < 0) {
+			/* Memory io_uring cannot pin (e.g. file-backed mappings) still
+			 * works through the plain read/write path. */
+			kvr_log(e, KVR_LOG_INFO, "region %p+%zu: plain path (%s)", addr, len,
+				strerror(-rc));
+		}
+	}
+	memmove(&e->regions[i + 1], &e->regions[i], (e->nregions - i) * sizeof(*e->regions));
+	e->regions[i] = mr;
+	e->nregions++;
+	*out = mr;
+	return 0;
+}
+
+KVR_EXPORT int kvr_mem_deregister(kvr_engine *e, kvr_mr *mr)
+{
+	uint32_t i;
+
+	if (!e || !mr || mr->e != e)
+		return -EINVAL;
+	if (mr->inflight)
+		return -EBUSY;
+	for (i = 0; i < e->nregions && e->regions[i] != mr; i++)
+		;
+	if (i == e->nregions)
+		return -EINVAL;
+	release_slots(e, mr, mr->nfixed);
+	memmove(&e->regions[i], &e->regions[i + 1], (e->nregions - i - 1) * sizeof(*e->regions));
+	e->nregions--;
+	if (e->last_mr == mr)
+		e->last_mr = NULL;
+	free(mr);
+	return 0;
+}
+
+void kvr_registry_fini(kvr_engine *e)
+{
+	for (uint32_t i = 0; i < e->nregions; i++)
+		free(e->regions[i]);
+	free(e->regions);
+	free(e->free_slots);
+	e->regions = NULL;
+	e->nregions = 0;
+}

@@ -1,0 +1,337 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvring — an io_uring-driven engine that moves keyed objects (KV-cache chunks)
+ * between memory the caller registered and the places they are kept.
+ *
+ * Conventions for every function below:
+ *  - Returns 0 or a count on success, a negative errno on failure. Global errno
+ *    is neither set nor read across the API; caller input never aborts.
+ *  - Handles (kvr_engine, kvr_target, kvr_mr) are opaque and belong to one
+ *    engine. An engine and everything hanging off it is used from one thread,
+ *    the thread that created it; kvr_engine_wake() is the only exception.
+ *  - Batch callbacks run only inside kvr_engine_poll()/kvr_engine_run() (and,
+ *    for work still outstanding at shutdown, inside kvr_engine_destroy()),
+ *    never inside the call that submitted the batch.
+ */
+#ifndef KVRING_H
+#define KVRING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KVR_VERSION_MAJOR 0
+#define KVR_VERSION_MINOR 1
+
+/** Longest key, in bytes. Keys are byte strings (not NUL-terminated). */
+#define KVR_MAX_KEY 512
+/** Most SGEs in one object (80 layers x K/V = 160 slices fit with room). */
+#define KVR_MAX_SGE 256
+
+typedef struct kvr_engine kvr_engine;
+typedef struct kvr_target kvr_target;
+typedef struct kvr_mr kvr_mr;
+
+/** One piece of an object's memory. Must lie inside one registered region. */
+typedef struct kvr_sge {
+	void *addr;
+	size_t len;
+} kvr_sge;
+
+/** One keyed object: a key and the scatter-gather list holding its bytes. */
+typedef struct kvr_obj {
+	const void *key;
+	size_t key_len;
+	const kvr_sge *sgl;
+	uint32_t nsge; /* ignored (may be 0) for exists and remove */
+} kvr_obj;
+
+/**
+ * Completion of a batch. results[i] is, for object i of the batch:
+ *  put: bytes stored;  get: bytes written into the SGL;  exists: the stored
+ *  length (0 or more) when present;  remove: 0;
+ * or a negative errno: -ENOENT (miss), -ENOSPC, -EIO (I/O error or checksum
+ * mismatch: the object is dropped, never returned), -EMSGSIZE (get: the stored
+ * object is larger than the SGL; nothing useful was written), -ETIMEDOUT
+ * (deadline), -ECANCELED (target closed or engine destroyed first).
+ * Partial success is normal. `results` is valid only during the call.
+ * The callback may submit new batches and may close targets.
+ */
+typedef void (*kvr_batch_cb)(void *ctx, size_t n, const int64_t *results);
+
+/* ---------------------------------------------------------------- logging */
+
+enum kvr_log_level { KVR_LOG_ERROR = 0, KVR_LOG_WARN, KVR_LOG_INFO, KVR_LOG_DEBUG };
+/** Log sink; `msg` is one line without a trailing newline. */
+typedef void (*kvr_log_fn)(void *ctx, int level, const char *msg);
+
+/* ----------------------------------------------------------------- engine */
+
+/** Engine flags (struct kvr_engine_opts.flags). */
+enum {
+	/** Do not use SINGLE_ISSUER/DEFER_TASKRUN even when the kernel has them. */
+	KVR_ENGINE_NO_DEFER_TASKRUN = 1u << 0,
+	/** kvr_engine_poll() with a timeout spins instead of sleeping. */
+	KVR_ENGINE_BUSY_POLL = 1u << 1,
+};
+
+/**
+ * Engine options. Zero-initialise, set `size = sizeof(struct kvr_engine_opts)`
+ * and change what you need; a zero field means "default". Passing NULL to
+ * kvr_engine_create() means all defaults.
+ */
+struct kvr_engine_opts {
+	uint32_t size;		/* sizeof(struct kvr_engine_opts) */
+	uint32_t flags;		/* KVR_ENGINE_* */
+	uint32_t ring_entries;	/* submission queue size (default 1024) */
+	uint32_t max_objects;	/* objects in flight at once, all batches
+				   together (default 16384); also the largest
+				   batch accepted */
+	uint32_t fixed_buffers; /* io_uring fixed-buffer table slots (default
+				   1024, each up to 1 GiB of registered memory) */
+	uint32_t timeout_ms;	/* default batch deadline (default 30000) */
+	kvr_log_fn log;		/* log sink (default: none, silent) */
+	void *log_ctx;
+	int log_level; /* most verbose level passed to `log` */
+};
+
+/**
+ * Create an engine: an io_uring (SINGLE_ISSUER|DEFER_TASKRUN when the kernel
+ * has them, falling back flag by flag), its request pool and timers.
+ * The calling thread becomes the engine's thread.
+ * On success *out owns the engine; free it with kvr_engine_destroy().
+ * Errors: -EINVAL (opts->size too small, or out-of-range values), -ENOMEM,
+ * -ENOSYS/-EPERM (io_uring unavailable or forbidden), other io_uring_setup errors.
+ */
+int kvr_engine_create(const struct kvr_engine_opts *opts, kvr_engine **out);
+
+/**
+ * Destroy the engine. Closes every open target (finishing in-flight I/O),
+ * runs the callbacks of batches not yet reported (work never started reports
+ * -ECANCELED) from inside this call, then frees everything. Submissions from
+ * those callbacks fail with -ESHUTDOWN. Registered regions are deregistered.
+ * Every handle of this engine is invalid afterwards. NULL is a no-op.
+ */
+void kvr_engine_destroy(kvr_engine *e);
+
+/**
+ * A file descriptor that is readable while the engine has completions to
+ * process. Watch it with epoll/poll/libuv and call kvr_engine_poll(e, 0) until
+ * it returns 0 whenever it is readable. The engine owns the descriptor: do
+ * not read, write or close it. Returns the fd, or -EINVAL for a NULL engine.
+ */
+int kvr_engine_fd(kvr_engine *e);
+
+/**
+ * Submit pending work, reap completions and run the callbacks of finished
+ * batches. Waits up to timeout_ms for at least one batch to finish
+ * (0 = never block, -1 = wait until something finishes or kvr_engine_wake()).
+ * Also fires expired batch deadlines.
+ * Returns the number of batch callbacks run (0 when none), or -EINVAL
+ * (NULL engine), -EBUSY (called from inside a callback), or a negative errno
+ * from io_uring_enter that the engine could not recover from.
+ */
+int kvr_engine_poll(kvr_engine *e, int timeout_ms);
+
+/**
+ * Milliseconds until the engine next needs kvr_engine_poll() even if its fd
+ * stays quiet (the earliest batch deadline), 0 if it needs a poll now, or -1
+ * if nothing is pending. For hosts that sleep in their own loop.
+ */
+int kvr_engine_next_timeout(kvr_engine *e);
+
+/**
+ * Run the loop on the calling (engine) thread until kvr_engine_stop() is
+ * called from a callback, or from another thread followed by kvr_engine_wake().
+ * Returns 0 when stopped, or a negative errno from kvr_engine_poll().
+ */
+int kvr_engine_run(kvr_engine *e);
+
+/** Make kvr_engine_run() return after the current round. Engine thread only,
+ *  or any thread when followed by kvr_engine_wake(). */
+void kvr_engine_stop(kvr_engine *e);
+
+/**
+ * Wake the engine: its fd becomes readable and a blocked kvr_engine_poll() or
+ * kvr_engine_run() returns from its wait. The one call that is safe from any
+ * thread at any time while the engine exists (an eventfd write).
+ * Returns 0, or -EINVAL for a NULL engine.
+ */
+int kvr_engine_wake(kvr_engine *e);
+
+/** Latency histogram: bucket i counts operations that took
+ *  [2^i, 2^(i+1)) microseconds (bucket 0 also takes < 1 us). */
+#define KVR_LAT_BUCKETS 32
+
+/** Counters, per engine or per target. All counts since creation. */
+struct kvr_stats {
+	uint64_t batches;		      /* batches completed */
+	uint64_t puts, gets, exists, removes; /* objects completed, per op */
+	uint64_t errors;		      /* objects completed with an error */
+	uint64_t misses;		      /* -ENOENT results */
+	uint64_t timeouts;		      /* -ETIMEDOUT results */
+	uint64_t bytes_put;		      /* payload bytes stored */
+	uint64_t bytes_got;		      /* payload bytes returned */
+	uint64_t checksum_errors;	      /* gets dropped for a crc32c mismatch */
+	uint64_t evictions;		      /* objects evicted to make room */
+	uint64_t bounce_bytes;		      /* bytes moved through the unaligned fallback */
+	uint64_t fixed_ios;		      /* I/Os using registered (fixed) buffers */
+	uint64_t plain_ios;		      /* I/Os using plain addresses */
+	uint64_t submits;		      /* io_uring_enter calls that submitted */
+	uint64_t cq_overflows;		      /* rounds that found the CQ overflowed */
+	uint64_t objects;		      /* target: objects stored now */
+	uint64_t used_bytes;		      /* target: bytes of capacity in use now */
+	uint64_t capacity_bytes;	      /* target: capacity */
+	uint64_t lat_us[KVR_LAT_BUCKETS];     /* per-object latency histogram */
+};
+
+/** Copy the engine's counters into *out. Errors: -EINVAL (NULL argument). */
+int kvr_engine_stats(kvr_engine *e, struct kvr_stats *out);
+
+/**
+ * The engine's last detailed error message (e.g. which limit failed a
+ * registration), or "" if none. Valid until the next call on the engine.
+ */
+const char *kvr_engine_errmsg(kvr_engine *e);
+
+/** Human-readable text for a negative errno returned by kvring. */
+const char *kvr_strerror(int err);
+
+/* -------------------------------------------------------- registered memory */
+
+enum {
+	KVR_MEM_HOST = 0,	/* host memory (default) */
+	KVR_MEM_CUDA = 1u << 0, /* CUDA device memory (needs a CUDA build) */
+};
+
+/**
+ * Register [addr, addr+len) so that objects' SGEs may point into it. Host
+ * memory becomes io_uring fixed buffers (regions over 1 GiB take several
+ * table entries); memory that cannot be a fixed buffer (file-backed, device)
+ * is still accepted and uses the plain zero-copy path. Regions must not
+ * overlap. The memory stays the caller's; it must stay mapped until
+ * kvr_mem_deregister(). *out receives the region handle.
+ * Errors: -EINVAL (NULL/zero arguments, unknown flags), -EEXIST (overlaps a
+ * registered region), -ENOSPC (fixed-buffer table full), -ENOMEM (pinning
+ * failed: usually RLIMIT_MEMLOCK — kvr_engine_errmsg() names the limit),
+ * -EOPNOTSUPP (KVR_MEM_CUDA without CUDA support), -EFAULT (bad address).
+ */
+int kvr_mem_register(kvr_engine *e, void *addr, size_t len, unsigned flags, kvr_mr **out);
+
+/**
+ * Deregister a region. Errors: -EINVAL (NULL), -EBUSY (a batch using the
+ * region is still in flight; nothing changed — retry after it completes).
+ */
+int kvr_mem_deregister(kvr_engine *e, kvr_mr *mr);
+
+/* ------------------------------------------------------------------ stores */
+
+enum {
+	/** file store: fail when the file has no valid store instead of creating. */
+	KVR_STORE_NO_CREATE = 1u << 0,
+	/** file store: always format a new, empty store (erases existing data). */
+	KVR_STORE_TRUNCATE = 1u << 1,
+	/** When full, fail puts with -ENOSPC instead of evicting LRU objects. */
+	KVR_STORE_NO_EVICT = 1u << 2,
+	/** file store: write with RWF_DSYNC so a completed put survives power loss
+	 *  (a completed put always survives a crash of the process). */
+	KVR_STORE_DSYNC = 1u << 3,
+};
+
+/** Store options; zero-initialise and set size, as for the engine. */
+struct kvr_store_opts {
+	uint32_t size;	     /* sizeof(struct kvr_store_opts) */
+	uint32_t flags;	     /* KVR_STORE_* */
+	uint64_t capacity;   /* file store: data capacity in bytes when
+				creating (default: the file's size, or 1 GiB
+				for a new file). mem: overrides SIZE */
+	uint32_t timeout_ms; /* default deadline of this target's batches
+				(default: the engine's) */
+};
+
+/**
+ * Open a local store. `uri` is one of
+ *   "mem:SIZE"   a memory pool of SIZE bytes (suffix K, M, G allowed), huge
+ *                pages when available, registered with the engine;
+ *   "file:PATH"  a file or block device driven with O_DIRECT. An existing
+ *                store is reopened (its objects are found again after a clean
+ *                close or a crash); otherwise one is created with
+ *                opts->capacity.
+ * opts may be NULL. On success *out owns the target.
+ * Errors: -EINVAL (bad URI, size or options), -ENOENT (file missing and
+ * KVR_STORE_NO_CREATE), -EUCLEAN (file holds no valid store and
+ * KVR_STORE_NO_CREATE; or a store of an unknown version), -ENOMEM, -ENOSPC,
+ * or the errno of open/fallocate/read.
+ */
+int kvr_store_open(kvr_engine *e, const char *uri, const struct kvr_store_opts *opts,
+		   kvr_target **out);
+
+/* ------------------------------------------------------------------ batches */
+
+/**
+ * Batch calls. Each submits n objects to target t; cb(ctx, n, results) runs
+ * exactly once, later, from kvr_engine_poll(). The kvr_obj array, the keys
+ * and the SGL arrays are copied before the call returns; the memory the SGEs
+ * point at belongs to kvring until the callback (gets write into it; puts
+ * read from it).
+ *
+ *   kvr_put     store each object (replacing any earlier value atomically: a
+ *               concurrent get sees the old or the new bytes, never a mix)
+ *   kvr_get     read each object into its SGL (objects may be shorter than
+ *               the SGL; the result says how many bytes)
+ *   kvr_exists  ask for each key (sgl/nsge ignored)
+ *   kvr_remove  delete each key (sgl/nsge ignored; a missing key is -ENOENT)
+ *
+ * Returns 0 once the batch is accepted. On any error below, nothing is
+ * submitted and the callback is not called:
+ *   -EINVAL       t, cb or objs is NULL; n == 0; a key is NULL or empty;
+ *                 put/get: nsge == 0, sgl NULL, or an SGE of length 0;
+ *                 get: two SGEs of the batch overlap
+ *   -ENAMETOOLONG a key is longer than KVR_MAX_KEY
+ *   -E2BIG        nsge > KVR_MAX_SGE, or n > the engine's max_objects
+ *   -EFAULT       an SGE address is NULL or an SGE is not inside one
+ *                 registered region
+ *   -EBADF        the target was closed
+ *   -ESHUTDOWN    the engine is being destroyed
+ *   -ENOMEM       the descriptor copy could not be allocated
+ * A batch larger than the objects currently free in the pool is accepted and
+ * started as earlier batches complete.
+ */
+int kvr_put(kvr_target *t, const kvr_obj *objs, size_t n, kvr_batch_cb cb, void *ctx);
+int kvr_get(kvr_target *t, const kvr_obj *objs, size_t n, kvr_batch_cb cb, void *ctx);
+int kvr_exists(kvr_target *t, const kvr_obj *objs, size_t n, kvr_batch_cb cb, void *ctx);
+int kvr_remove(kvr_target *t, const kvr_obj *objs, size_t n, kvr_batch_cb cb, void *ctx);
+
+/** Operations, for kvr_submit(). */
+enum kvr_op { KVR_OP_PUT = 0, KVR_OP_GET, KVR_OP_EXISTS, KVR_OP_REMOVE };
+
+/**
+ * Like kvr_put/get/exists/remove with an explicit deadline: timeout_ms > 0
+ * sets this batch's deadline, 0 uses the target's default, and objects not
+ * finished when it passes complete with -ETIMEDOUT (the callback still waits
+ * until the kernel has released every buffer of the batch).
+ * Errors: those of kvr_put, and -EINVAL for an unknown op.
+ */
+int kvr_submit(kvr_target *t, enum kvr_op op, const kvr_obj *objs, size_t n, uint32_t timeout_ms,
+	       kvr_batch_cb cb, void *ctx);
+
+/**
+ * Close a target: stops accepting batches, waits for its in-flight I/O to
+ * finish (their callbacks run from the next poll, as usual), writes what a
+ * clean reopen needs, and releases its resources. The handle itself stays
+ * valid — further calls return -EBADF — until kvr_engine_destroy().
+ * Returns 0, -EBADF (already closed), -EINVAL (NULL), or the errno of the
+ * final metadata write (the target is closed regardless).
+ */
+int kvr_target_close(kvr_target *t);
+
+/** Copy the target's counters. Errors: -EINVAL (NULL argument). */
+int kvr_target_stats(kvr_target *t, struct kvr_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KVRING_H */

@@ -1,0 +1,334 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * transport/filestore.c + filelog.c: direct and fallback paths, replace,
+ * remove, reopen, checksum failure, log compaction, open errors.
+ */
+#include "fixtures.h"
+#include "engine/engine.h"
+#include "transport/filestore.h"
+
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define ARENA (32u << 20)
+
+struct fx {
+	kvr_engine *e;
+	kvr_target *t;
+	uint8_t *buf;
+	kvr_mr *mr;
+	char path[512];
+	char uri[600];
+};
+
+static int open_store(struct fx *f, uint32_t flags, uint64_t cap)
+{
+	struct kvr_store_opts so = {.size = sizeof(so), .flags = flags, .capacity = cap};
+
+	return kvr_store_open(f->e, f->uri, &so, &f->t);
+}
+
+static void setup(struct fx *f, const char *name, uint32_t flags, uint64_t cap)
+{
+	f->e = kvt_engine();
+	f->buf = kvt_alloc_mem(ARENA);
+	assert_int_equal(kvr_mem_register(f->e, f->buf, ARENA, 0, &f->mr), 0);
+	snprintf(f->path, sizeof(f->path), "%s", kvt_path(name));
+	snprintf(f->uri, sizeof(f->uri), "file:%s", f->path);
+	unlink(f->path);
+	assert_int_equal(open_store(f, flags, cap), 0);
+}
+
+static void teardown(struct fx *f)
+{
+	kvr_engine_destroy(f->e);
+	kvt_free_mem(f->buf, ARENA);
+	unlink(f->path);
+}
+
+static void reopen(struct fx *f, uint32_t flags)
+{
+	assert_int_equal(kvr_target_close(f->t), 0);
+	assert_int_equal(open_store(f, flags, 0), 0);
+}
+
+static int64_t opv(struct fx *f, enum kvr_op op, const char *key, kvr_sge *sgl, uint32_t n)
+{
+	kvr_obj o = {key, strlen(key), sgl, n};
+	struct kvt_done d = {0};
+
+	assert_int_equal(kvr_submit(f->t, op, &o, 1, 0, kvt_batch_cb, &d), 0);
+	assert_int_equal(kvt_wait(f->e, &d, 10000), 1);
+	return d.results[0];
+}
+
+static int64_t op1(struct fx *f, enum kvr_op op, const char *key, void *addr, size_t len)
+{
+	kvr_sge sge = {addr, len};
+
+	return opv(f, op, key, &sge, 1);
+}
+
+static void test_aligned_is_direct(void **state)
+{
+	struct fx f;
+	struct kvr_stats st;
+
+	setup(&f, "fs_direct", 0, 64 << 20);
+	kvt_fill(f.buf, 1 << 20, 1);
+	assert_int_equal(op1(&f, KVR_OP_PUT, "a", f.buf, 1 << 20), 1 << 20);
+	memset(f.buf + (4 << 20), 0, 1 << 20);
+	assert_int_equal(op1(&f, KVR_OP_GET, "a", f.buf + (4 << 20), 1 << 20), 1 << 20);
+	assert_true(kvt_check(f.buf + (4 << 20), 1 << 20, 1));
+	kvr_target_stats(f.t, &st);
+	assert_int_equal(st.bounce_bytes, 0);
+	assert_int_equal(st.plain_ios, 0);
+	assert_int_equal(st.fixed_ios, 2);
+	teardown(&f);
+}
+
+static void test_unaligned_fallback(void **state)
+{
+	struct fx f;
+	struct kvr_stats st;
+	/* odd lengths and addresses: head and tail bytes take the fallback;
+	 * in[1]'s middle block lines up with the file and goes direct */
+	kvr_sge in[4] = {{NULL, 5000}, {NULL, 8192}, {NULL, 3}, {NULL, 10000}};
+	kvr_sge out[2];
+
+	setup(&f, "fs_unaligned", 0, 64 << 20);
+	in[0].addr = f.buf + 1;
+	in[1].addr = f.buf + 12288 + 904; /* lines up with payload offset 5000 */
+	in[2].addr = f.buf + 30001;
+	in[3].addr = f.buf + 65536 + 100;
+	kvt_fill(f.buf, 1 << 20, 2);
+	assert_int_equal(opv(&f, KVR_OP_PUT, "u", in, 4), 5000 + 8192 + 3 + 10000);
+	uint8_t *o = f.buf + (8 << 20);
+
+	out[0] = (kvr_sge){o + 7, 6000};
+	out[1] = (kvr_sge){o + 16384, 20000};
+	memset(o, 0, 65536);
+	assert_int_equal(opv(&f, KVR_OP_GET, "u", out, 2), 23195);
+	uint8_t expect[23195], got[23195];
+	size_t p = 0;
+
+	for (int i = 0; i < 4; i++) {
+		memcpy(expect + p, in[i].addr, in[i].len);
+		p += in[i].len;
+	}
+	memcpy(got, o + 7, 6000);
+	memcpy(got + 6000, o + 16384, 23195 - 6000);
+	assert_memory_equal(got, expect, sizeof(expect));
+	assert_int_equal(o[16384 + 23195 - 6000], 0);
+	kvr_target_stats(f.t, &st);
+	assert_true(st.bounce_bytes > 0);
+	assert_true(st.fixed_ios > 0); /* the aligned middle still goes direct */
+	/* and it survives a reopen */
+	reopen(&f, 0);
+	memset(o, 0, 65536);
+	assert_int_equal(opv(&f, KVR_OP_GET, "u", out, 2), 23195);
+	memcpy(got, o + 7, 6000);
+	memcpy(got + 6000, o + 16384, 23195 - 6000);
+	assert_memory_equal(got, expect, sizeof(expect));
+	teardown(&f);
+}
+
+static void test_ops_and_reopen(void **state)
+{
+	struct fx f;
+	char key[32];
+
+	setup(&f, "fs_reopen", 0, 64 << 20);
+	for (int i = 0; i < 50; i++) {
+		snprintf(key, sizeof(key), "key-%d", i);
+		kvt_fill(f.buf + i * 65536, 65536, 100 + i);
+		assert_int_equal(op1(&f, KVR_OP_PUT, key, f.buf + i * 65536, 1000 + i * 1000),
+				 1000 + i * 1000);
+	}
+	/* replace one, remove one */
+	kvt_fill(f.buf + (16 << 20), 4096, 999);
+	assert_int_equal(op1(&f, KVR_OP_PUT, "key-7", f.buf + (16 << 20), 4096), 4096);
+	assert_int_equal(op1(&f, KVR_OP_REMOVE, "key-8", NULL, 0), 0);
+	assert_int_equal(op1(&f, KVR_OP_REMOVE, "key-8", NULL, 0), -ENOENT);
+	for (int round = 0; round < 2; round++) {
+		uint8_t *dst = f.buf + (20 << 20);
+
+		for (int i = 0; i < 50; i++) {
+			snprintf(key, sizeof(key), "key-%d", i);
+			int64_t r = op1(&f, KVR_OP_GET, key, dst, 65536);
+
+			if (i == 8) {
+				assert_int_equal(r, -ENOENT);
+			} else if (i == 7) {
+				assert_int_equal(r, 4096);
+				assert_true(kvt_check(dst, 4096, 999));
+			} else {
+				assert_int_equal(r, 1000 + i * 1000);
+				assert_memory_equal(dst, f.buf + i * 65536, (size_t)r);
+			}
+		}
+		assert_int_equal(op1(&f, KVR_OP_EXISTS, "key-3", NULL, 0), 4000);
+		reopen(&f, KVR_STORE_NO_CREATE);
+	}
+	struct kvr_stats st;
+
+	kvr_target_stats(f.t, &st);
+	assert_int_equal(st.objects, 49);
+	teardown(&f);
+}
+
+static void test_checksum_failure(void **state)
+{
+	struct fx f;
+
+	setup(&f, "fs_crc", 0, 64 << 20);
+	kvt_fill(f.buf, 8192, 5);
+	assert_int_equal(op1(&f, KVR_OP_PUT, "c", f.buf, 8192), 8192);
+	struct filestore *fs = (struct filestore *)f.t;
+	struct kvr_entry *en = kvr_index_find(&fs->s.ix, "c", 1, kvr_key_hash("c", 1));
+
+	assert_non_null(en);
+	/* flip a byte of the payload on disk behind the store's back */
+	int fd = open(f.path, O_RDWR);
+	uint8_t b;
+
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &b, 1, (off_t)(fs->sb.data_off + en->off + 4000)), 1);
+	b ^= 1;
+	assert_int_equal(pwrite(fd, &b, 1, (off_t)(fs->sb.data_off + en->off + 4000)), 1);
+	fsync(fd);
+	close(fd);
+	assert_int_equal(op1(&f, KVR_OP_GET, "c", f.buf + 65536, 8192), -EIO);
+	assert_int_equal(op1(&f, KVR_OP_GET, "c", f.buf + 65536, 8192), -ENOENT);
+	struct kvr_stats st;
+
+	kvr_target_stats(f.t, &st);
+	assert_int_equal(st.checksum_errors, 1);
+	teardown(&f);
+}
+
+static void test_eviction_and_no_evict(void **state)
+{
+	struct fx f;
+	char key[16];
+
+	setup(&f, "fs_evict", 0, 1 << 20); /* 1 MiB of data */
+	for (int i = 0; i < 20; i++) {
+		snprintf(key, sizeof(key), "e%d", i);
+		assert_int_equal(op1(&f, KVR_OP_PUT, key, f.buf, 128 << 10), 128 << 10);
+	}
+	struct kvr_stats st;
+
+	kvr_target_stats(f.t, &st);
+	assert_int_equal(st.objects, 8);
+	assert_int_equal(st.evictions, 12);
+	assert_int_equal(op1(&f, KVR_OP_EXISTS, "e0", NULL, 0), -ENOENT);
+	assert_int_equal(op1(&f, KVR_OP_EXISTS, "e19", NULL, 0), 128 << 10);
+	assert_int_equal(op1(&f, KVR_OP_PUT, "big", f.buf, (1 << 20) + 1), -ENOSPC);
+	assert_int_equal(kvr_target_close(f.t), 0);
+	assert_int_equal(open_store(&f, KVR_STORE_NO_EVICT, 0), 0);
+	assert_int_equal(op1(&f, KVR_OP_PUT, "more", f.buf, 4096), -ENOSPC);
+	assert_int_equal(op1(&f, KVR_OP_EXISTS, "e19", NULL, 0), 128 << 10);
+	teardown(&f);
+}
+
+static void test_log_compaction(void **state)
+{
+	struct fx f;
+	char key[64];
+
+	/* The smallest log half is 8 MiB = 2048 blocks: one-object rounds
+	 * write a block each, so 5000 rounds wrap it twice. */
+	setup(&f, "fs_compact", 0, 16 << 20);
+	for (int i = 0; i < 5000; i++) {
+		snprintf(key, sizeof(key), "compaction-key-%d", i % 300);
+		*(int *)f.buf = i;
+		assert_int_equal(op1(&f, KVR_OP_PUT, key, f.buf, 100), 100);
+	}
+	struct filestore *fs = (struct filestore *)f.t;
+
+	assert_true(fs->sb.log_gen >= 3);
+	reopen(&f, 0);
+	for (int i = 4700; i < 5000; i++) {
+		snprintf(key, sizeof(key), "compaction-key-%d", i % 300);
+		assert_int_equal(op1(&f, KVR_OP_GET, key, f.buf + 4096, 4096), 100);
+		assert_int_equal(*(int *)(f.buf + 4096), i);
+	}
+	teardown(&f);
+}
+
+static void test_open_errors(void **state)
+{
+	struct fx f;
+	kvr_target *t;
+
+	f.e = kvt_engine();
+	snprintf(f.path, sizeof(f.path), "%s", kvt_path("fs_err"));
+	snprintf(f.uri, sizeof(f.uri), "file:%s", f.path);
+	unlink(f.path);
+	assert_int_equal(open_store(&f, KVR_STORE_NO_CREATE, 0), -ENOENT);
+	/* a file with foreign content is never formatted without TRUNCATE */
+	int fd = open(f.path, O_CREAT | O_WRONLY, 0644);
+
+	assert_int_equal(write(fd, "hello, not a store", 18), 18);
+	close(fd);
+	assert_int_equal(open_store(&f, 0, 0), -EUCLEAN);
+	assert_non_null(strstr(kvr_engine_errmsg(f.e), "no kvring store"));
+	assert_int_equal(open_store(&f, KVR_STORE_TRUNCATE, 16 << 20), 0);
+	assert_int_equal(kvr_target_close(f.t), 0);
+	/* a directory */
+	assert_int_equal(kvr_store_open(f.e, "file:/", NULL, &t) < 0, 1);
+	/* bad flags */
+	struct kvr_store_opts so = {.size = sizeof(so), .flags = 1u << 30};
+
+	assert_int_equal(kvr_store_open(f.e, f.uri, &so, &t), -EINVAL);
+	so.size = 3;
+	so.flags = 0;
+	assert_int_equal(kvr_store_open(f.e, f.uri, &so, &t), -EINVAL);
+	kvr_engine_destroy(f.e);
+	unlink(f.path);
+}
+
+/* Memory io_uring cannot pin (a MAP_SHARED file mapping) takes the plain
+ * path and still moves the bytes. */
+static void test_file_backed_memory(void **state)
+{
+	struct fx f;
+	char mpath[600];
+	kvr_mr *mr;
+
+	setup(&f, "fs_mmap", 0, 16 << 20);
+	snprintf(mpath, sizeof(mpath), "%s.map", f.path);
+	int fd = open(mpath, O_CREAT | O_RDWR | O_TRUNC, 0644);
+
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 1 << 20), 0);
+	uint8_t *m = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
+	assert_true(m != MAP_FAILED);
+	assert_int_equal(kvr_mem_register(f.e, m, 1 << 20, 0, &mr), 0);
+	kvt_fill(m, 65536, 77);
+	assert_int_equal(op1(&f, KVR_OP_PUT, "m", m, 65536), 65536);
+	memset(m + 65536, 0, 65536);
+	assert_int_equal(op1(&f, KVR_OP_GET, "m", m + 65536, 65536), 65536);
+	assert_true(kvt_check(m + 65536, 65536, 77));
+	assert_int_equal(kvr_mem_deregister(f.e, mr), 0);
+	munmap(m, 1 << 20);
+	close(fd);
+	unlink(mpath);
+	teardown(&f);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_aligned_is_direct),	  cmocka_unit_test(test_unaligned_fallback),
+	    cmocka_unit_test(test_ops_and_reopen),	  cmocka_unit_test(test_checksum_failure),
+	    cmocka_unit_test(test_eviction_and_no_evict), cmocka_unit_test(test_log_compaction),
+	    cmocka_unit_test(test_open_errors),		  cmocka_unit_test(test_file_backed_memory),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

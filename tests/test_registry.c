@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: MIT */
+/* engine/registry.c: lookup, splitting, -EBUSY, and the RLIMIT_MEMLOCK error. */
+#include "fixtures.h"
+#include "engine/engine.h"
+
+#include <linux/capability.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void test_lookup(void **state)
+{
+	kvr_engine *e = kvt_engine();
+	uint8_t *m = kvt_alloc_mem(64 * 4096);
+	kvr_mr *mr[8];
+
+	/* eight regions with gaps, registered out of order */
+	int order[8] = {5, 1, 7, 0, 3, 6, 2, 4};
+
+	for (int i = 0; i < 8; i++) {
+		int k = order[i];
+
+		assert_int_equal(kvr_mem_register(e, m + k * 8 * 4096, 4 * 4096, 0, &mr[k]), 0);
+	}
+	for (int k = 0; k < 8; k++) {
+		uint8_t *base = m + k * 8 * 4096;
+
+		assert_ptr_equal(kvr_mr_find(e, base, 1), mr[k]);
+		assert_ptr_equal(kvr_mr_find(e, base + 4 * 4096 - 1, 1), mr[k]);
+		assert_ptr_equal(kvr_mr_find(e, base, 4 * 4096), mr[k]);
+		assert_null(kvr_mr_find(e, base, 4 * 4096 + 1));
+		assert_null(kvr_mr_find(e, base + 4 * 4096, 1)); /* the gap */
+		assert_true(mr[k]->nfixed == 1);
+		assert_true(kvr_mr_slot(mr[k], base) >= 0);
+	}
+	assert_null(kvr_mr_find(e, m - 1, 1));
+	for (int k = 0; k < 8; k++)
+		assert_int_equal(kvr_mem_deregister(e, mr[k]), 0);
+	assert_null(kvr_mr_find(e, m, 1));
+	kvr_engine_destroy(e);
+	kvt_free_mem(m, 64 * 4096);
+}
+
+static void test_large_region_split(void **state)
+{
+	kvr_engine *e = kvt_engine();
+	size_t len = (1ull << 30) + (64u << 20); /* 1 GiB + 64 MiB: two entries */
+	uint8_t *m = kvt_alloc_mem(len);
+	kvr_mr *mr;
+
+	assert_int_equal(kvr_mem_register(e, m, len, 0, &mr), 0);
+	assert_int_equal(mr->nfixed, 2);
+	assert_int_not_equal(kvr_mr_slot(mr, m), kvr_mr_slot(mr, m + (1ull << 30)));
+	assert_int_equal(kvr_fixed_end(mr, m + 5), (uintptr_t)m + (1ull << 30));
+	assert_int_equal(kvr_fixed_end(mr, m + (1ull << 30)), (uintptr_t)m + len);
+
+	/* a file store moves an object straddling the 1 GiB boundary */
+	kvr_target *t;
+	char uri[600];
+	const char *path = kvt_path("split");
+	struct kvr_store_opts so = {
+	    .size = sizeof(so), .flags = KVR_STORE_TRUNCATE, .capacity = 64 << 20};
+	struct kvt_done d = {0};
+	uint8_t *obj = m + (1ull << 30) - (2u << 20);
+
+	snprintf(uri, sizeof(uri), "file:%s", path);
+	assert_int_equal(kvr_store_open(e, uri, &so, &t), 0);
+	kvt_fill(obj, 4u << 20, 11);
+	kvr_sge sge = {obj, 4u << 20};
+	kvr_obj o = {"x", 1, &sge, 1};
+
+	assert_int_equal(kvr_put(t, &o, 1, kvt_batch_cb, &d), 0);
+	/* deregistering while the batch is in flight is refused */
+	assert_int_equal(kvr_mem_deregister(e, mr), -EBUSY);
+	assert_int_equal(kvt_wait(e, &d, 10000), 1);
+	assert_int_equal(d.results[0], 4u << 20);
+	memset(obj, 0, 4u << 20);
+	d.calls = 0;
+	assert_int_equal(kvr_get(t, &o, 1, kvt_batch_cb, &d), 0);
+	assert_int_equal(kvt_wait(e, &d, 10000), 1);
+	assert_int_equal(d.results[0], 4u << 20);
+	assert_true(kvt_check(obj, 4u << 20, 11));
+	struct kvr_stats st;
+
+	kvr_target_stats(t, &st);
+	assert_int_equal(st.bounce_bytes, 0);
+	assert_int_equal(st.fixed_ios, 4); /* split at the entry boundary */
+	assert_int_equal(kvr_target_close(t), 0);
+	assert_int_equal(kvr_mem_deregister(e, mr), 0);
+	kvr_engine_destroy(e);
+	kvt_free_mem(m, len);
+	kvt_unlink(path);
+}
+
+/* Without CAP_IPC_LOCK, pinned memory counts against RLIMIT_MEMLOCK: the
+ * error must say so. Runs in a child so the capability change stays there. */
+static int drop_ipc_lock(void)
+{
+	struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+	struct __user_cap_data_struct data[2];
+
+	if (syscall(SYS_capget, &hdr, data))
+		return -1;
+	data[CAP_TO_INDEX(CAP_IPC_LOCK)].effective &= ~CAP_TO_MASK(CAP_IPC_LOCK);
+	data[CAP_TO_INDEX(CAP_IPC_LOCK)].permitted &= ~CAP_TO_MASK(CAP_IPC_LOCK);
+	return (int)syscall(SYS_capset, &hdr, data);
+}
+
+static void test_memlock_error(void **state)
+{
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct rlimit rl = {1 << 20, 1 << 20};
+		kvr_engine *e;
+		kvr_mr *mr;
+		size_t len = 64u << 20;
+		uint8_t *m = kvt_alloc_mem(len);
+
+		if (drop_ipc_lock() || setrlimit(RLIMIT_MEMLOCK, &rl))
+			_exit(3);
+		int erc = kvr_engine_create(NULL, &e);
+
+		if (erc) {
+			fprintf(stderr, "engine: %d\n", erc);
+			_exit(4);
+		}
+		int rc = kvr_mem_register(e, m, len, 0, &mr);
+
+		if (rc != -ENOMEM) {
+			fprintf(stderr, "register: %d\n", rc);
+			_exit(5);
+		}
+		if (!strstr(kvr_engine_errmsg(e), "RLIMIT_MEMLOCK"))
+			_exit(6);
+		kvr_engine_destroy(e);
+		_exit(0);
+	}
+	int status;
+
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) == 3)
+		skip(); /* cannot drop the capability here */
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_lookup),
+	    cmocka_unit_test(test_large_region_split),
+	    cmocka_unit_test(test_memlock_error),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

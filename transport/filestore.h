@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The file store's on-disk format and internal interface.
+ *
+ * Layout of the file (or block device), all integers little-endian:
+ *   [0, 4K)         superblock copy A \ written alternately; the valid one
+ *   [4K, 8K)        superblock copy B / with the higher generation wins
+ *   [8K, 8K+2H)     metadata log: two halves of H bytes; one is active
+ *   [data_off, +C)  data area: object payloads in 4 KiB-aligned extents
+ *
+ * Payloads carry no inline header: an object's header (key, length,
+ * crc32c of the payload, version) is a record in the metadata log, written
+ * only after the payload write completed; a put completes when its record's
+ * log block is on disk. Log blocks are written strictly in order, one write
+ * in flight, so a restart replays the active half up to the first invalid
+ * block and finds exactly the puts that had completed. A get verifies the
+ * payload's crc32c, so bytes that were overwritten or torn since are a miss
+ * (-EIO), never returned.
+ *
+ * When the active half fills, and at every clean close, the index is written
+ * as a snapshot at the start of the other half (new log generation), and the
+ * superblock switches to it.
+ */
+#ifndef KVR_FILESTORE_H
+#define KVR_FILESTORE_H
+
+#include "transport/store.h"
+
+#define FS_BLOCK      4096u
+#define FS_MAGIC      0x3153465256524b31ull /* "1KRVRFS1" */
+#define FS_LOG_MAGIC  0x474f4c5256524b31ull
+#define FS_VERSION    1
+#define FS_SUPER_SIZE (2 * FS_BLOCK)
+
+struct fs_super {
+	uint64_t magic;
+	uint32_t version;
+	uint32_t crc;	   /* crc32c of the block with this field zero */
+	uint64_t uuid;	   /* random per store: stale blocks never match */
+	uint64_t gen;	   /* superblock generation */
+	uint64_t capacity; /* data area bytes */
+	uint64_t unit;	   /* allocation unit */
+	uint64_t log_off;
+	uint64_t log_half; /* bytes per half */
+	uint64_t data_off;
+	uint64_t log_gen; /* generation stamped on the active half's blocks */
+	uint32_t active;  /* active half, 0 or 1 */
+	uint32_t clean;	  /* closed cleanly (informational) */
+};
+
+struct fs_logblk {
+	uint64_t magic;
+	uint64_t uuid;
+	uint64_t log_gen;
+	uint64_t pos; /* block index inside its half */
+	uint32_t crc; /* crc32c of the block with this field zero */
+	uint16_t nrec;
+	uint16_t used; /* record bytes after the header */
+};
+
+enum { FS_REC_PUT = 1, FS_REC_DEL = 2 };
+
+struct fs_rec {
+	uint8_t type;
+	uint8_t pad;
+	uint16_t key_len;
+	uint32_t crc;
+	uint64_t off;
+	uint64_t len;
+	uint64_t seq;
+	uint8_t key[];
+};
+
+#define FS_REC_SIZE(klen) ((sizeof(struct fs_rec) + (klen) + 7) & ~(size_t)7)
+#define FS_BLK_ROOM	  (FS_BLOCK - sizeof(struct fs_logblk))
+
+/* The metadata log writer. Block `seq` (global, monotonic) lives in ring slot
+ * seq % nblk and at position seq - half_base of the active half. */
+struct fs_log {
+	uint8_t *ring; /* nblk aligned blocks */
+	uint32_t nblk;
+	uint64_t wseq; /* first block not yet written */
+	uint64_t cseq; /* block being filled (>= wseq) */
+	uint64_t half_base;
+	uint64_t half_blocks;
+	bool inflight;
+	uint64_t inflight_end;
+	int broken; /* first write error: later commits fail with it */
+	struct kvr_io io;
+	struct kvr_flush flush;
+	struct kvr_req *wait_head, *wait_tail;	 /* appended, awaiting commit */
+	struct kvr_req *stall_head, *stall_tail; /* could not append yet */
+};
+
+struct filestore {
+	struct kvr_store s;
+	char *path;
+	int fd;		 /* O_DIRECT (or buffered when the fs has no O_DIRECT) */
+	int fd_buf;	 /* buffered: the unaligned fallback */
+	int slot_direct; /* registered file slots, -1 if none */
+	int slot_buf;
+	bool direct;
+	bool formatted;	    /* this open created the store */
+	uint32_t mem_align; /* O_DIRECT memory alignment */
+	struct fs_super sb;
+	uint8_t *sbuf; /* aligned scratch block for superblock writes */
+	struct fs_log log;
+};
+
+/* Per-object state kept in kvr_req.priv. */
+struct fs_req {
+	struct kvr_io io;
+	struct filestore *fs;
+	struct kvr_entry *en;
+	uint32_t pending; /* SQEs outstanding */
+	int err;
+	uint64_t want; /* bytes the SQEs should move */
+	uint64_t moved;
+	uint64_t commit_seq;
+	uint8_t rec_type; /* FS_REC_PUT / FS_REC_DEL waiting for the log */
+};
+
+static inline struct fs_req *fs_req(struct kvr_req *r)
+{
+	return (struct fs_req *)r->priv;
+}
+
+/* filelog.c */
+int fs_log_init(struct filestore *fs, uint32_t max_objects);
+void fs_log_fini(struct filestore *fs);
+/* Queue r's record (PUT of fr->en, or DEL of r's key); r completes through
+ * fs_log_committed() once the record is durable. */
+void fs_log_append(struct filestore *fs, struct kvr_req *r);
+/* Called for each request whose record is on disk (res 0) or failed. */
+void fs_log_committed(struct filestore *fs, struct kvr_req *r, int res);
+int fs_log_replay(struct filestore *fs);
+/* Write the index as a snapshot in the other half and switch to it. */
+int fs_log_compact(struct filestore *fs, bool clean);
+int fs_super_write(struct filestore *fs);
+
+#endif
