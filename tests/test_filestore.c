@@ -260,6 +260,45 @@ static void test_log_compaction(void **state)
 	teardown(&f);
 }
 
+/* Gets racing replacing puts of the same key see one whole version, never
+ * a mix: a put writes a fresh extent and is published only once durable. */
+static void test_replace_is_atomic(void **state)
+{
+	struct fx f;
+	const size_t sz = 256 << 10;
+	static struct kvt_done dp[64], dg[64]; /* large: keep off the stack */
+	int mixed = 0, old = 0, newer = 0;
+
+	setup(&f, "fs_atomic", 0, 64 << 20);
+	kvt_fill(f.buf, sz, 1000);
+	assert_int_equal(op1(&f, KVR_OP_PUT, "hot", f.buf, sz), (int64_t)sz);
+	for (int i = 1; i < 64; i++) {
+		uint8_t *src = f.buf + (size_t)(i % 8) * sz;
+		uint8_t *dst = f.buf + (8 << 20) + (size_t)i * sz;
+		kvr_sge ps = {src, sz}, gs = {dst, sz};
+		kvr_obj po = {"hot", 3, &ps, 1}, go = {"hot", 3, &gs, 1};
+
+		kvt_fill(src, sz, 1000 + (uint64_t)i);
+		memset(&dp[i], 0, sizeof(dp[i]));
+		memset(&dg[i], 0, sizeof(dg[i]));
+		assert_int_equal(kvr_put(f.t, &po, 1, kvt_batch_cb, &dp[i]), 0);
+		assert_int_equal(kvr_get(f.t, &go, 1, kvt_batch_cb, &dg[i]), 0);
+		assert_int_equal(kvt_wait(f.e, &dp[i], 10000), 1);
+		assert_int_equal(kvt_wait(f.e, &dg[i], 10000), 1);
+		assert_int_equal(dg[i].results[0], (int64_t)sz);
+		if (kvt_check(dst, sz, 1000 + (uint64_t)i))
+			newer++;
+		else if (kvt_check(dst, sz, 999 + (uint64_t)i))
+			old++;
+		else
+			mixed++;
+	}
+	print_message("replace race: %d old, %d new, %d mixed\n", old, newer, mixed);
+	assert_int_equal(mixed, 0);
+	assert_int_equal(old + newer, 63);
+	teardown(&f);
+}
+
 static void test_open_errors(void **state)
 {
 	struct fx f;
@@ -328,7 +367,8 @@ int main(void)
 	    cmocka_unit_test(test_aligned_is_direct),	  cmocka_unit_test(test_unaligned_fallback),
 	    cmocka_unit_test(test_ops_and_reopen),	  cmocka_unit_test(test_checksum_failure),
 	    cmocka_unit_test(test_eviction_and_no_evict), cmocka_unit_test(test_log_compaction),
-	    cmocka_unit_test(test_open_errors),		  cmocka_unit_test(test_file_backed_memory),
+	    cmocka_unit_test(test_replace_is_atomic),	  cmocka_unit_test(test_open_errors),
+	    cmocka_unit_test(test_file_backed_memory),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
