@@ -12,6 +12,7 @@
 #include "engine/alloc.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
 
@@ -39,8 +40,6 @@ struct alloc_impl {
 	uint64_t leaked; /* bytes put() could not track (no memory for a node) */
 };
 
-typedef int (*avl_cmp_fn)(const struct avl *a, const struct avl *b);
-
 #define node_of(p, member)                                                                         \
 	((struct kvr_alloc_node *)((char *)(p)-offsetof(struct kvr_alloc_node, member)))
 
@@ -54,22 +53,17 @@ static struct kvr_alloc_node *size_node(const struct avl *p)
 	return p ? node_of(p, by_size) : NULL;
 }
 
-static int cmp_u64(uint64_t a, uint64_t b)
+/* Tree order: by offset, or by (length, offset). Offsets are unique, so no
+ * two nodes compare equal in either tree. */
+static inline bool node_less(const struct avl *a, const struct avl *b, bool by_size)
 {
-	return a < b ? -1 : a > b;
-}
+	const struct kvr_alloc_node *x, *y;
 
-static int cmp_addr(const struct avl *a, const struct avl *b)
-{
-	return cmp_u64(addr_node(a)->off, addr_node(b)->off);
-}
-
-static int cmp_size(const struct avl *a, const struct avl *b)
-{
-	const struct kvr_alloc_node *x = size_node(a), *y = size_node(b);
-	int c = cmp_u64(x->len, y->len);
-
-	return c ? c : cmp_u64(x->off, y->off);
+	if (!by_size)
+		return addr_node(a)->off < addr_node(b)->off;
+	x = size_node(a);
+	y = size_node(b);
+	return x->len < y->len || (x->len == y->len && x->off < y->off);
 }
 
 /* ------------------------------------------------------------------ AVL */
@@ -133,7 +127,7 @@ static struct avl *avl_balance(struct avl *n)
  * were, so the walk back up stops rebalancing there: that spares reading the
  * siblings along the rest of the path, which are mostly cache misses.
  */
-static struct avl *avl_insert(struct avl *root, struct avl *n, avl_cmp_fn cmp)
+static struct avl *avl_insert(struct avl *root, struct avl *n, bool by_size)
 {
 	struct avl **link;
 	int h;
@@ -143,9 +137,9 @@ static struct avl *avl_insert(struct avl *root, struct avl *n, avl_cmp_fn cmp)
 		n->h = 1;
 		return n;
 	}
-	link = cmp(n, root) < 0 ? &root->l : &root->r;
+	link = node_less(n, root, by_size) ? &root->l : &root->r;
 	h = avl_height(*link);
-	*link = avl_insert(*link, n, cmp);
+	*link = avl_insert(*link, n, by_size);
 	return (*link)->h == h ? root : avl_balance(root);
 }
 
@@ -163,7 +157,7 @@ static struct avl *avl_pop_min(struct avl *root, struct avl **min)
 }
 
 /* n must be in the tree with the key it was inserted under. */
-static struct avl *avl_remove(struct avl *root, struct avl *n, avl_cmp_fn cmp)
+static struct avl *avl_remove(struct avl *root, struct avl *n, bool by_size)
 {
 	struct avl **link, *m, *r;
 	int h;
@@ -171,9 +165,9 @@ static struct avl *avl_remove(struct avl *root, struct avl *n, avl_cmp_fn cmp)
 	if (!root)
 		return NULL;
 	if (root != n) {
-		link = cmp(n, root) < 0 ? &root->l : &root->r;
+		link = node_less(n, root, by_size) ? &root->l : &root->r;
 		h = avl_height(*link);
-		*link = avl_remove(*link, n, cmp);
+		*link = avl_remove(*link, n, by_size);
 		return avl_height(*link) == h ? root : avl_balance(root);
 	}
 	if (!n->l)
@@ -280,14 +274,14 @@ static void spare_refill(struct alloc_impl *im)
 
 static void ext_link(struct alloc_impl *im, struct kvr_alloc_node *n)
 {
-	im->by_addr = avl_insert(im->by_addr, &n->by_addr, cmp_addr);
-	im->by_size = avl_insert(im->by_size, &n->by_size, cmp_size);
+	im->by_addr = avl_insert(im->by_addr, &n->by_addr, false);
+	im->by_size = avl_insert(im->by_size, &n->by_size, true);
 }
 
 static void ext_unlink(struct alloc_impl *im, struct kvr_alloc_node *n)
 {
-	im->by_addr = avl_remove(im->by_addr, &n->by_addr, cmp_addr);
-	im->by_size = avl_remove(im->by_size, &n->by_size, cmp_size);
+	im->by_addr = avl_remove(im->by_addr, &n->by_addr, false);
+	im->by_size = avl_remove(im->by_size, &n->by_size, true);
 }
 
 /*
@@ -297,10 +291,10 @@ static void ext_unlink(struct alloc_impl *im, struct kvr_alloc_node *n)
  */
 static void ext_resize(struct alloc_impl *im, struct kvr_alloc_node *n, uint64_t off, uint64_t len)
 {
-	im->by_size = avl_remove(im->by_size, &n->by_size, cmp_size);
+	im->by_size = avl_remove(im->by_size, &n->by_size, true);
 	n->off = off;
 	n->len = len;
-	im->by_size = avl_insert(im->by_size, &n->by_size, cmp_size);
+	im->by_size = avl_insert(im->by_size, &n->by_size, true);
 }
 
 static void free_tree(struct avl *p)

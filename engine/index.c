@@ -24,8 +24,9 @@
 #define NCLS	 (sizeof(((struct kvr_index *)0)->free_cls) / sizeof(struct kvr_entry *))
 
 /*
- * Key storage per class. Half steps above 64 bytes keep the slack under a
- * third for the typical longer keys (hashed token prefixes, paths).
+ * Key storage per class. Half steps above 64 bytes keep the unused tail
+ * of a class at most about a third of it, where pure doubling would waste up
+ * to half.
  */
 static const uint16_t cls_cap[] = {16, 32, 64, 96, 128, 192, 256, 384, 512};
 
