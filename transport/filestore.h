@@ -71,6 +71,10 @@ struct fs_rec {
 	uint8_t key[];
 };
 
+_Static_assert(sizeof(struct fs_super) == 88 && sizeof(struct fs_logblk) == 40 &&
+		   sizeof(struct fs_rec) == 32,
+	       "on-disk structs have no hidden padding");
+
 #define FS_REC_SIZE(klen) ((sizeof(struct fs_rec) + (klen) + 7) & ~(size_t)7)
 #define FS_BLK_ROOM	  (FS_BLOCK - sizeof(struct fs_logblk))
 
