@@ -428,6 +428,14 @@ KVR_EXPORT int kvr_engine_stats(kvr_engine *e, struct kvr_stats *out)
 	if (!e || !out)
 		return -EINVAL;
 	*out = e->stats;
+	/* Path counters live on the targets (closed ones included). */
+	for (kvr_target *t = e->targets; t; t = t->next) {
+		out->checksum_errors += t->stats.checksum_errors;
+		out->evictions += t->stats.evictions;
+		out->bounce_bytes += t->stats.bounce_bytes;
+		out->fixed_ios += t->stats.fixed_ios;
+		out->plain_ios += t->stats.plain_ios;
+	}
 	return 0;
 }
 

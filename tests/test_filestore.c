@@ -87,6 +87,8 @@ static void test_aligned_is_direct(void **state)
 	assert_int_equal(st.bounce_bytes, 0);
 	assert_int_equal(st.plain_ios, 0);
 	assert_int_equal(st.fixed_ios, 2);
+	kvr_engine_stats(f.e, &st); /* the engine sums its targets' path counters */
+	assert_int_equal(st.fixed_ios, 2);
 	teardown(&f);
 }
 

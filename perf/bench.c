@@ -1,0 +1,410 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvring-bench: throughput and latency of kvring puts and gets.
+ *
+ *   kvring-bench --target URI --op put|get --size N[K|M|G] --sge N --batch N
+ *                --depth N --seconds S [--copy] [--json FILE] [--fio]
+ *
+ * With no arguments it runs the quick-start demo (demo.c).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: kvring-bench [options]        (no options: the quick-start demo)\n"
+		"  --target URI      store: mem:SIZE or file:PATH (default %s)\n"
+		"  --op put|get      operation to measure (default put); get fills the\n"
+		"                    store first and checks the bytes of one round\n"
+		"  --size N[K|M|G]   object size (default 1M)\n"
+		"  --sge N           slices per object, each in its own place (default %u)\n"
+		"  --batch N         objects per batch (default %u)\n"
+		"  --depth N         batches in flight (default %u)\n"
+		"  --seconds S       measured time (default %.0f)\n"
+		"  --copy            go through a bounce buffer and memcpy (the copy path)\n"
+		"  --json FILE       write the result as JSON to FILE (- for stdout)\n"
+		"  --fio             file targets: run fio with the same shape beside it\n"
+		"  --capacity N      file store capacity when it is created (default 1G)\n"
+		"  --demo            run the demo (honours --seconds and --json)\n"
+		"  --help            this text\n",
+		BENCH_DEF_TARGET, BENCH_DEF_SGE, BENCH_DEF_BATCH, BENCH_DEF_DEPTH,
+		BENCH_DEF_SECONDS);
+}
+
+/* N with an optional K, M or G suffix (powers of 1024; "KiB"/"KB" too). */
+static int parse_size(const char *s, uint64_t *out)
+{
+	unsigned long long v;
+	unsigned shift = 0;
+	char *end;
+
+	if (!*s || *s == '-' || *s == '+')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (end == s || errno)
+		return -EINVAL;
+	switch (*end) {
+	case 'k':
+	case 'K':
+		shift = 10;
+		break;
+	case 'm':
+	case 'M':
+		shift = 20;
+		break;
+	case 'g':
+	case 'G':
+		shift = 30;
+		break;
+	case '\0':
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (shift) {
+		end++;
+		if (*end == 'i')
+			end++;
+		if (*end == 'B' || *end == 'b')
+			end++;
+	}
+	if (*end || v > (UINT64_MAX >> shift))
+		return -EINVAL;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+static int parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
+{
+	unsigned long long v;
+	char *end;
+
+	if (!*s || *s == '-' || *s == '+')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (end == s || *end || errno || v < lo || v > hi)
+		return -EINVAL;
+	*out = (uint32_t)v;
+	return 0;
+}
+
+static int parse_seconds(const char *s, double *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (end == s || *end || errno || !(v > 0) || v > 86400)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+const char *bench_file_path(const char *uri)
+{
+	return strncmp(uri, "file:", 5) ? NULL : uri + 5;
+}
+
+void bench_errmsg(kvr_engine *e, int rc, const char *what, const char *obj)
+{
+	const char *msg = e ? kvr_engine_errmsg(e) : "";
+
+	fprintf(stderr, "kvring-bench: %s%s%s: %s (%d)%s%s\n", what, obj ? " " : "", obj ? obj : "",
+		kvr_strerror(rc), rc, msg && *msg ? ": " : "", msg ? msg : "");
+}
+
+/* Keys that fit comfortably: stores keep objects in 4 KiB units, and half
+ * the capacity stays free so overwrites never evict a key about to be read. */
+uint64_t bench_key_space(const struct bench_cfg *cfg, uint64_t capacity)
+{
+	uint64_t want = (uint64_t)cfg->depth * cfg->batch * 8, fit;
+	uint64_t footprint = (cfg->size + 4095) / 4096 * 4096;
+
+	if (!capacity)
+		return want;
+	fit = capacity / footprint / 2;
+	return want < fit ? want : fit;
+}
+
+int bench_env_open(struct bench_env *env, const char *uri, uint64_t capacity, uint32_t objects)
+{
+	struct kvr_engine_opts eo;
+	struct kvr_store_opts so;
+	struct kvr_stats st;
+	int rc;
+
+	memset(env, 0, sizeof(*env));
+	memset(&eo, 0, sizeof(eo));
+	memset(&so, 0, sizeof(so));
+	env->uri = uri;
+	eo.size = sizeof(eo);
+	if (objects > 16384)
+		eo.max_objects = objects;
+	rc = kvr_engine_create(&eo, &env->e);
+	if (rc) {
+		env->e = NULL;
+		bench_errmsg(NULL, rc, "cannot create an engine", NULL);
+		return rc;
+	}
+	so.size = sizeof(so);
+	if (bench_file_path(uri)) /* for mem: it would override SIZE */
+		so.capacity = capacity;
+	rc = kvr_store_open(env->e, uri, &so, &env->t);
+	if (rc) {
+		env->t = NULL;
+		bench_errmsg(env->e, rc, "cannot open store", uri);
+		kvr_engine_destroy(env->e);
+		env->e = NULL;
+		return rc;
+	}
+	if (!kvr_target_stats(env->t, &st))
+		env->capacity = st.capacity_bytes;
+	return 0;
+}
+
+void bench_env_close(struct bench_env *env)
+{
+	int rc;
+
+	if (env->t) {
+		rc = kvr_target_close(env->t);
+		if (rc)
+			bench_errmsg(env->e, rc, "closing store", env->uri);
+	}
+	kvr_engine_destroy(env->e);
+	memset(env, 0, sizeof(*env));
+}
+
+enum {
+	OPT_TARGET = 1,
+	OPT_OP,
+	OPT_SIZE,
+	OPT_SGE,
+	OPT_BATCH,
+	OPT_DEPTH,
+	OPT_SECONDS,
+	OPT_COPY,
+	OPT_JSON,
+	OPT_FIO,
+	OPT_CAPACITY,
+	OPT_DEMO,
+	OPT_HELP,
+};
+
+static const struct option long_opts[] = {
+    {"target", required_argument, NULL, OPT_TARGET},
+    {"op", required_argument, NULL, OPT_OP},
+    {"size", required_argument, NULL, OPT_SIZE},
+    {"sge", required_argument, NULL, OPT_SGE},
+    {"batch", required_argument, NULL, OPT_BATCH},
+    {"depth", required_argument, NULL, OPT_DEPTH},
+    {"seconds", required_argument, NULL, OPT_SECONDS},
+    {"copy", no_argument, NULL, OPT_COPY},
+    {"json", required_argument, NULL, OPT_JSON},
+    {"fio", no_argument, NULL, OPT_FIO},
+    {"capacity", required_argument, NULL, OPT_CAPACITY},
+    {"demo", no_argument, NULL, OPT_DEMO},
+    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0},
+};
+
+static int bad_value(const char *opt, const char *val, const char *want)
+{
+	fprintf(stderr, "kvring-bench: bad value '%s' for --%s: %s\n", val, opt, want);
+	return 2;
+}
+
+/* Parse argv into *cfg. Returns 0, or the exit status to leave with. */
+static int parse_args(int argc, char **argv, struct bench_cfg *cfg, bool *demo)
+{
+	const char *name;
+	int c, idx;
+
+	while ((c = getopt_long(argc, argv, "", long_opts, &idx)) != -1) {
+		name = c > 0 && c <= OPT_HELP ? long_opts[c - 1].name : "";
+		switch (c) {
+		case OPT_TARGET:
+			cfg->target = optarg;
+			break;
+		case OPT_OP:
+			if (!strcmp(optarg, "put"))
+				cfg->op = KVR_OP_PUT;
+			else if (!strcmp(optarg, "get"))
+				cfg->op = KVR_OP_GET;
+			else
+				return bad_value(name, optarg, "put or get");
+			break;
+		case OPT_SIZE:
+			if (parse_size(optarg, &cfg->size) || !cfg->size)
+				return bad_value(name, optarg,
+						 "a size above 0, like 4096, 256K, 4M");
+			break;
+		case OPT_SGE:
+			if (parse_u32(optarg, 1, KVR_MAX_SGE, &cfg->sge))
+				return bad_value(name, optarg, "1 to 256");
+			break;
+		case OPT_BATCH:
+			if (parse_u32(optarg, 1, 1u << 20, &cfg->batch))
+				return bad_value(name, optarg, "1 to 1048576");
+			break;
+		case OPT_DEPTH:
+			if (parse_u32(optarg, 1, 4096, &cfg->depth))
+				return bad_value(name, optarg, "1 to 4096");
+			break;
+		case OPT_SECONDS:
+			if (parse_seconds(optarg, &cfg->seconds))
+				return bad_value(name, optarg, "seconds above 0, like 5 or 0.5");
+			break;
+		case OPT_COPY:
+			cfg->copy = true;
+			break;
+		case OPT_JSON:
+			cfg->json = optarg;
+			break;
+		case OPT_FIO:
+			cfg->fio = true;
+			break;
+		case OPT_CAPACITY:
+			if (parse_size(optarg, &cfg->capacity) || !cfg->capacity)
+				return bad_value(name, optarg, "a size above 0, like 4G");
+			break;
+		case OPT_DEMO:
+			*demo = true;
+			break;
+		case OPT_HELP:
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "kvring-bench: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	if (*demo)
+		return 0;
+	if (cfg->sge > cfg->size) {
+		fprintf(stderr,
+			"kvring-bench: --sge %u is more slices than the %llu bytes of an "
+			"object\n",
+			cfg->sge, (unsigned long long)cfg->size);
+		return 2;
+	}
+	if ((uint64_t)cfg->batch * cfg->depth > (1u << 24)) {
+		fprintf(stderr, "kvring-bench: --batch x --depth is too large\n");
+		return 2;
+	}
+	if (strncmp(cfg->target, "mem:", 4) && !bench_file_path(cfg->target)) {
+		fprintf(stderr, "kvring-bench: --target '%s': expected mem:SIZE or file:PATH\n",
+			cfg->target);
+		return 2;
+	}
+	if (cfg->fio && !bench_file_path(cfg->target)) {
+		fprintf(stderr, "kvring-bench: --fio needs a file:PATH target\n");
+		return 2;
+	}
+	return 0;
+}
+
+/* Fail before measuring when the JSON file cannot be written. */
+static int check_json_path(const char *path)
+{
+	FILE *f;
+
+	if (!path || !strcmp(path, "-"))
+		return 0;
+	f = fopen(path, "a");
+	if (!f) {
+		fprintf(stderr, "kvring-bench: cannot write %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	fclose(f);
+	return 0;
+}
+
+/* The fio reference of a file target: a file next to the store. */
+static void run_fio(const struct bench_cfg *cfg, struct bench_result *res)
+{
+	const char *path = bench_file_path(cfg->target);
+	uint32_t iodepth = cfg->batch * cfg->depth;
+	uint64_t fsize = res->keys * cfg->size;
+	char fio_path[4096];
+
+	if (!path)
+		return;
+	if (fsize < (uint64_t)iodepth * cfg->size)
+		fsize = (uint64_t)iodepth * cfg->size;
+	if ((size_t)snprintf(fio_path, sizeof(fio_path), "%s.fio", path) >= sizeof(fio_path)) {
+		snprintf(res->ref.why, sizeof(res->ref.why), "store path too long");
+		return;
+	}
+	if (!fio_available()) {
+		snprintf(res->ref.why, sizeof(res->ref.why), "fio is not installed");
+		return;
+	}
+	fio_run(fio_path, cfg->op, cfg->size, iodepth, cfg->seconds, fsize, &res->ref);
+	fio_cleanup(fio_path);
+}
+
+int main(int argc, char **argv)
+{
+	struct bench_cfg cfg = {
+	    .target = BENCH_DEF_TARGET,
+	    .op = KVR_OP_PUT,
+	    .size = BENCH_DEF_SIZE,
+	    .sge = BENCH_DEF_SGE,
+	    .batch = BENCH_DEF_BATCH,
+	    .depth = BENCH_DEF_DEPTH,
+	    .seconds = BENCH_DEF_SECONDS,
+	};
+	struct bench_result res;
+	struct bench_env env;
+	bool demo = false;
+	int rc;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc <= 1)
+		return demo_run(BENCH_DEMO_SECONDS, NULL) ? 1 : 0;
+	cfg.seconds = 0;
+	rc = parse_args(argc, argv, &cfg, &demo);
+	if (rc)
+		return rc;
+	if (check_json_path(cfg.json))
+		return 1;
+	if (demo)
+		return demo_run(cfg.seconds > 0 ? cfg.seconds : BENCH_DEMO_SECONDS, cfg.json) ? 1
+											      : 0;
+	if (cfg.seconds <= 0)
+		cfg.seconds = BENCH_DEF_SECONDS;
+
+	if (bench_env_open(&env, cfg.target, cfg.capacity, cfg.batch * cfg.depth))
+		return 1;
+	rc = workload_run(&env, &cfg, &res);
+	bench_env_close(&env);
+	if (rc)
+		return 1;
+	if (cfg.fio)
+		run_fio(&cfg, &res);
+
+	report_summary(cfg.json && !strcmp(cfg.json, "-") ? stderr : stdout, &res);
+	if (cfg.json && report_json(cfg.json, &res, 1, false))
+		return 1;
+	if (res.errors) {
+		fprintf(stderr, "kvring-bench: %llu objects failed\n",
+			(unsigned long long)res.errors);
+		return 1;
+	}
+	return 0;
+}
