@@ -258,13 +258,17 @@ struct kvr_store_opts {
  *                pages when available, registered with the engine;
  *   "file:PATH"  a file or block device driven with O_DIRECT. An existing
  *                store is reopened (its objects are found again after a clean
- *                close or a crash); otherwise one is created with
- *                opts->capacity.
+ *                close or a crash). A missing or empty file (or one whose
+ *                store header area is all zeros) gets a new store of
+ *                opts->capacity, unless KVR_STORE_NO_CREATE. Any other
+ *                content is never overwritten without KVR_STORE_TRUNCATE.
+ *                The store is locked (flock) for one process at a time.
  * opts may be NULL. On success *out owns the target.
  * Errors: -EINVAL (bad URI, size or options), -ENOENT (file missing and
- * KVR_STORE_NO_CREATE), -EUCLEAN (file holds no valid store and
- * KVR_STORE_NO_CREATE; or a store of an unknown version), -ENOMEM, -ENOSPC,
- * or the errno of open/fallocate/read.
+ * KVR_STORE_NO_CREATE), -EUCLEAN (the file holds no valid store — foreign
+ * content, or empty with KVR_STORE_NO_CREATE — or a store of an unknown
+ * version), -EBUSY (another process has the store open), -ENOMEM,
+ * -ENOSPC, or the errno of open/fallocate/read.
  */
 int kvr_store_open(kvr_engine *e, const char *uri, const struct kvr_store_opts *opts,
 		   kvr_target **out);

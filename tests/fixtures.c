@@ -43,30 +43,64 @@ static uint64_t word_at(uint64_t seed, uint64_t idx)
 	return kvt_rand(&s);
 }
 
-void kvt_fill(void *buf, size_t len, uint64_t seed)
+void kvt_fill_at(void *buf, size_t len, uint64_t seed, uint64_t off)
 {
 	uint8_t *p = buf;
 
-	for (size_t i = 0; i < len; i += 8) {
-		uint64_t w = word_at(seed, i / 8);
-		size_t k = len - i < 8 ? len - i : 8;
+	for (; len && (off & 7); p++, off++, len--) {
+		uint64_t w = word_at(seed, off >> 3);
 
-		memcpy(p + i, &w, k);
+		*p = ((uint8_t *)&w)[off & 7];
 	}
+	for (; len >= 8; p += 8, off += 8, len -= 8) {
+		uint64_t w = word_at(seed, off >> 3);
+
+		memcpy(p, &w, 8);
+	}
+	if (len) {
+		uint64_t w = word_at(seed, off >> 3);
+
+		memcpy(p, &w, len);
+	}
+}
+
+size_t kvt_check_at(const void *buf, size_t len, uint64_t seed, uint64_t off)
+{
+	const uint8_t *p = buf;
+	size_t i = 0;
+
+	while (i < len) {
+		uint64_t w = word_at(seed, (off + i) >> 3);
+		const uint8_t *wb = (const uint8_t *)&w;
+		size_t end = i + 8 - ((off + i) & 7);
+
+		if (!((off + i) & 7) && end <= len && memcmp(p + i, wb, 8) == 0) {
+			i = end; /* whole word matches */
+			continue;
+		}
+		for (end = end < len ? end : len; i < end; i++) {
+			if (p[i] != wb[(off + i) & 7])
+				return i;
+		}
+	}
+	return len;
+}
+
+void kvt_fill(void *buf, size_t len, uint64_t seed)
+{
+	kvt_fill_at(buf, len, seed, 0);
 }
 
 int kvt_check(const void *buf, size_t len, uint64_t seed)
 {
-	const uint8_t *p = buf;
+	return kvt_check_at(buf, len, seed, 0) == len;
+}
 
-	for (size_t i = 0; i < len; i += 8) {
-		uint64_t w = word_at(seed, i / 8);
-		size_t k = len - i < 8 ? len - i : 8;
+uint64_t kvt_env_u64(const char *name, uint64_t dflt)
+{
+	const char *v = getenv(name);
 
-		if (memcmp(p + i, &w, k) != 0)
-			return 0;
-	}
-	return 1;
+	return v && *v ? strtoull(v, NULL, 0) : dflt;
 }
 
 void *kvt_alloc_mem(size_t len)

@@ -25,7 +25,13 @@ void kvt_unlink(const char *path);
 void kvt_fill(void *buf, size_t len, uint64_t seed);
 /* 1 if buf holds exactly what kvt_fill(buf, len, seed) wrote. */
 int kvt_check(const void *buf, size_t len, uint64_t seed);
+/* The same bytes seen from offset off of the object: fill [off, off+len);
+ * check returns the index of the first wrong byte, or len if all match. */
+void kvt_fill_at(void *buf, size_t len, uint64_t seed, uint64_t off);
+size_t kvt_check_at(const void *buf, size_t len, uint64_t seed, uint64_t off);
 uint64_t kvt_rand(uint64_t *state); /* splitmix64 */
+/* An integer from the environment (any base strtoull takes), or dflt. */
+uint64_t kvt_env_u64(const char *name, uint64_t dflt);
 
 /* Page-aligned anonymous memory (mmap), zeroed; kvt_free_mem to release. */
 void *kvt_alloc_mem(size_t len);

@@ -319,6 +319,21 @@ static void test_open_errors(void **state)
 	assert_int_equal(open_store(&f, 0, 0), -EUCLEAN);
 	assert_non_null(strstr(kvr_engine_errmsg(f.e), "no kvring store"));
 	assert_int_equal(open_store(&f, KVR_STORE_TRUNCATE, 16 << 20), 0);
+	/* one process, one opener: a second open of the same store waits, then
+	 * says it is busy */
+	kvr_target *first = f.t;
+
+	assert_int_equal(open_store(&f, 0, 0), -EBUSY);
+	assert_int_equal(kvr_target_close(first), 0);
+	/* an empty file is formatted, unless NO_CREATE */
+	assert_int_equal(truncate(f.path, 0), 0);
+	assert_int_equal(open_store(&f, KVR_STORE_NO_CREATE, 0), -EUCLEAN);
+	assert_int_equal(open_store(&f, 0, 16 << 20), 0);
+	assert_int_equal(kvr_target_close(f.t), 0);
+	/* a format interrupted before its superblock (zeros) is formatted again */
+	assert_int_equal(truncate(f.path, 0), 0);
+	assert_int_equal(truncate(f.path, 1 << 20), 0);
+	assert_int_equal(open_store(&f, 0, 16 << 20), 0);
 	assert_int_equal(kvr_target_close(f.t), 0);
 	/* a directory */
 	assert_int_equal(kvr_store_open(f.e, "file:/", NULL, &t) < 0, 1);

@@ -110,69 +110,6 @@ static uint64_t content_seed(const struct run *r, uint32_t idx, uint32_t ver)
 	       ((uint64_t)(ver + 1) * 0xc2b2ae3d27d4eb4full);
 }
 
-static inline uint64_t pat_word(uint64_t seed, uint64_t w)
-{
-	uint64_t s = seed * 0x100000001b3ull + w;
-
-	return kvt_rand(&s);
-}
-
-/* Write the object's bytes [off, off+len) into p. */
-static void pat_fill(uint8_t *p, size_t len, uint64_t seed, uint64_t off)
-{
-	while (len && (off & 7)) {
-		uint64_t w = pat_word(seed, off >> 3);
-		uint8_t b[8];
-
-		memcpy(b, &w, 8);
-		*p++ = b[off & 7];
-		off++;
-		len--;
-	}
-	for (; len >= 8; p += 8, off += 8, len -= 8) {
-		uint64_t w = pat_word(seed, off >> 3);
-
-		memcpy(p, &w, 8);
-	}
-	if (len) {
-		uint64_t w = pat_word(seed, off >> 3);
-
-		memcpy(p, &w, len);
-	}
-}
-
-/* Index of the first byte of p that is not the object's byte (off + i), or
- * len when all match. */
-static size_t pat_check(const uint8_t *p, size_t len, uint64_t seed, uint64_t off)
-{
-	size_t i = 0;
-
-	while (i < len && ((off + i) & 7)) {
-		uint64_t w = pat_word(seed, (off + i) >> 3);
-		uint8_t b[8];
-
-		memcpy(b, &w, 8);
-		if (p[i] != b[(off + i) & 7])
-			return i;
-		i++;
-	}
-	for (; i + 8 <= len; i += 8) {
-		uint64_t w = pat_word(seed, (off + i) >> 3);
-
-		if (memcmp(p + i, &w, 8) != 0)
-			break;
-	}
-	for (; i < len; i++) {
-		uint64_t w = pat_word(seed, (off + i) >> 3);
-		uint8_t b[8];
-
-		memcpy(b, &w, 8);
-		if (p[i] != b[(off + i) & 7])
-			return i;
-	}
-	return len;
-}
-
 static bool all_zero(const uint8_t *p, size_t len)
 {
 	return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
@@ -308,7 +245,7 @@ static void verify_get(struct run *r, struct slot *s, uint32_t i, int64_t res)
 		if (data > l)
 			data = l;
 		if (data) {
-			size_t bad = pat_check(p, data, seed, poff);
+			size_t bad = kvt_check_at(p, data, seed, poff);
 
 			if (bad != data) {
 				record_failure(r,
@@ -426,7 +363,7 @@ static void submit_batch(struct run *r, struct slot *s, enum kvr_op op, const st
 
 			s->nsge[i] = make_sgl(r, &cur, (uint64_t)it->expect, s->sgl[i]);
 			for (uint32_t j = 0; j < s->nsge[i]; j++) {
-				pat_fill(s->sgl[i][j].addr, s->sgl[i][j].len, seed, off);
+				kvt_fill_at(s->sgl[i][j].addr, s->sgl[i][j].len, seed, off);
 				off += s->sgl[i][j].len;
 			}
 		} else if (op == KVR_OP_GET) {
@@ -511,13 +448,6 @@ static uint64_t key_hash(const uint8_t *k, size_t len)
 	return h;
 }
 
-static uint64_t env_u64(const char *name, uint64_t dflt)
-{
-	const char *v = getenv(name);
-
-	return v && *v ? strtoull(v, NULL, 0) : dflt;
-}
-
 /* Random unique keys and sizes; the plan of removals and overwrites. */
 static void make_objects(struct run *r, uint32_t nobj)
 {
@@ -591,17 +521,15 @@ static void free_objects(struct run *r)
 }
 
 /* Capacity that holds every extent this run ever allocates, so neither
- * eviction nor fragmentation can fail a put. Deliberately not a multiple of
- * 2 MiB: the memory store maps such pools with MAP_HUGETLB, which "succeeds"
- * on a system with no huge pages reserved and then cannot be registered
- * (-EFAULT); see the report on transport/memstore.c pool_map(). */
+ * eviction nor fragmentation can fail a put (a multiple of 2 MiB, so the
+ * memory store may use huge pages). */
 static uint64_t capacity_needed(const struct run *r)
 {
 	uint64_t sum = 64ull << 20;
 
 	for (uint32_t i = 0; i < r->nobj; i++)
 		sum += round_page(r->obj[i].len) + round_page(r->obj[i].len_new);
-	return (sum + (2u << 20) - 1) / (2u << 20) * (2u << 20) + PAGE;
+	return (sum + (2u << 20) - 1) / (2u << 20) * (2u << 20);
 }
 
 static void run_init(struct run *r, const char *name, uint64_t seed, uint32_t nobj)
@@ -798,8 +726,8 @@ static uint64_t test_seed(void)
 		struct timespec ts;
 
 		clock_gettime(CLOCK_REALTIME, &ts);
-		seed = env_u64("KVT_SEED", ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)ts.tv_nsec ^
-					       ((uint64_t)getpid() << 40));
+		seed = kvt_env_u64("KVT_SEED", ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)ts.tv_nsec ^
+						   ((uint64_t)getpid() << 40));
 		if (!seed)
 			seed = 1;
 	}
@@ -808,7 +736,7 @@ static uint64_t test_seed(void)
 
 static uint32_t test_nobj(void)
 {
-	uint64_t n = env_u64("KVT_OBJECTS", NOBJ_DEFAULT);
+	uint64_t n = kvt_env_u64("KVT_OBJECTS", NOBJ_DEFAULT);
 
 	return n ? (uint32_t)n : NOBJ_DEFAULT;
 }

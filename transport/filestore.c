@@ -13,6 +13,7 @@
 #include <linux/fs.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -331,14 +332,16 @@ static bool super_ok(const uint8_t *b)
 	return kvr_crc32c(0, tmp, FS_BLOCK) == sb.crc;
 }
 
-/* 1 when a valid superblock was found, 0 when none, -errno on read errors. */
+/* 1 when a valid superblock was found, 0 when none but the superblock area
+ * is all zeros (an interrupted format: safe to format again), -EUCLEAN when
+ * it holds something else, -errno on read errors. */
 static int super_read(struct filestore *fs, uint64_t size)
 {
 	uint8_t *b;
 	int found = 0;
 
 	if (size < FS_SUPER_SIZE)
-		return 0;
+		return size ? -EUCLEAN : 0;
 	if (posix_memalign((void **)&b, FS_BLOCK, FS_SUPER_SIZE))
 		return -ENOMEM;
 	if (pread(fs->fd, b, FS_SUPER_SIZE, 0) != FS_SUPER_SIZE) {
@@ -354,6 +357,14 @@ static int super_read(struct filestore *fs, uint64_t size)
 		if (!found || sb.gen > fs->sb.gen)
 			fs->sb = sb;
 		found = 1;
+	}
+	if (!found) {
+		for (size_t i = 0; i < FS_SUPER_SIZE; i++) {
+			if (b[i]) {
+				found = -EUCLEAN;
+				break;
+			}
+		}
 	}
 	free(b);
 	return found;
@@ -407,6 +418,21 @@ static int format(struct filestore *fs, uint64_t size, bool blkdev, uint64_t wan
 	return fs_super_write(fs);
 }
 
+/* One process per store. A process that just died may still own in-flight
+ * io_uring I/O (and with it the lock) for a moment: wait up to 2 s. */
+static int lock_store(struct filestore *fs)
+{
+	for (int i = 0; i < 200; i++) {
+		if (flock(fs->fd, LOCK_EX | LOCK_NB) == 0)
+			return 0;
+		if (errno != EWOULDBLOCK && errno != EINTR)
+			return -errno;
+		usleep(10000);
+	}
+	kvr_set_errmsg(fs->s.t.e, "%s is in use by another process", fs->path);
+	return -EBUSY;
+}
+
 static int open_fds(struct filestore *fs, const struct kvr_store_opts *o, bool *created)
 {
 	kvr_engine *e = fs->s.t.e;
@@ -433,7 +459,12 @@ static int open_fds(struct filestore *fs, const struct kvr_store_opts *o, bool *
 	fs->fd_buf = open(fs->path, flags);
 	if (fs->fd_buf < 0)
 		return -errno;
-	return 0;
+	/* The fallback descriptor must never read ahead: a read-ahead page of a
+	 * neighbouring object, cached while that object's blocks are written
+	 * direct, makes the kernel's page-cache invalidation fail (and then
+	 * report -EIO on the file). */
+	posix_fadvise(fs->fd_buf, 0, 0, POSIX_FADV_RANDOM);
+	return lock_store(fs);
 }
 
 static void probe_align(struct filestore *fs)
@@ -475,10 +506,11 @@ static int open_store(struct filestore *fs, const struct kvr_store_opts *o)
 	if (posix_memalign((void **)&fs->sbuf, FS_BLOCK, FS_BLOCK))
 		return -ENOMEM;
 	rc = (o->flags & KVR_STORE_TRUNCATE) ? 0 : super_read(fs, size);
-	if (rc < 0)
+	if (rc < 0 && rc != -EUCLEAN)
 		return rc;
-	fresh = rc == 0;
-	if (fresh && !(o->flags & KVR_STORE_TRUNCATE) && !created && size) {
+	fresh = rc <= 0;
+	if (rc == -EUCLEAN || (fresh && (o->flags & KVR_STORE_NO_CREATE) && !created &&
+			       !(o->flags & KVR_STORE_TRUNCATE))) {
 		kvr_set_errmsg(e,
 			       "%s holds no kvring store (open with KVR_STORE_TRUNCATE to format)",
 			       fs->path);
