@@ -458,6 +458,8 @@ void fio_cleanup(const char *path)
 {
 	char json_path[4096];
 
+	if (!path)
+		return;
 	unlink(path);
 	if ((size_t)snprintf(json_path, sizeof(json_path), "%s.json", path) < sizeof(json_path))
 		unlink(json_path);

@@ -9,10 +9,14 @@ jobs=$(nproc)
 build() { # dir, extra meson args...
 	local dir=$1
 	shift
+	local log
+	log=$(mktemp)
 	if [ ! -d "$dir" ]; then
-		meson setup "$dir" -Dwerror=true --buildtype=debugoptimized "$@" >/dev/null
+		meson setup "$dir" -Dwerror=true --buildtype=debugoptimized "$@" >"$log" 2>&1 ||
+			{ cat "$log"; rm -f "$log"; return 1; }
 	fi
-	ninja -C "$dir" >/dev/null
+	ninja -C "$dir" >"$log" 2>&1 || { cat "$log"; rm -f "$log"; return 1; }
+	rm -f "$log"
 }
 
 build build
