@@ -200,6 +200,14 @@ const char *kvr_engine_errmsg(kvr_engine *e);
 /** Human-readable text for a negative errno returned by kvring. */
 const char *kvr_strerror(int err);
 
+/**
+ * Parse a byte count as the store URIs and the programs take it: decimal
+ * digits with an optional K, M, G or T suffix (powers of 1024; "KiB"/"KB"
+ * accepted). Any thread. Returns 0 with *out set, or -EINVAL for NULL
+ * arguments, anything else in the string, or a value over 2^64-1.
+ */
+int kvr_parse_size(const char *s, uint64_t *out);
+
 /* -------------------------------------------------------- registered memory */
 
 enum {

@@ -37,50 +37,6 @@ static void usage(FILE *f)
 		BENCH_DEF_SECONDS);
 }
 
-/* N with an optional K, M or G suffix (powers of 1024; "KiB"/"KB" too). */
-static int parse_size(const char *s, uint64_t *out)
-{
-	unsigned long long v;
-	unsigned shift = 0;
-	char *end;
-
-	if (!*s || *s == '-' || *s == '+')
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (end == s || errno)
-		return -EINVAL;
-	switch (*end) {
-	case 'k':
-	case 'K':
-		shift = 10;
-		break;
-	case 'm':
-	case 'M':
-		shift = 20;
-		break;
-	case 'g':
-	case 'G':
-		shift = 30;
-		break;
-	case '\0':
-		break;
-	default:
-		return -EINVAL;
-	}
-	if (shift) {
-		end++;
-		if (*end == 'i')
-			end++;
-		if (*end == 'B' || *end == 'b')
-			end++;
-	}
-	if (*end || v > (UINT64_MAX >> shift))
-		return -EINVAL;
-	*out = (uint64_t)v << shift;
-	return 0;
-}
-
 static int parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
 {
 	unsigned long long v;
@@ -244,7 +200,7 @@ static int parse_args(int argc, char **argv, struct bench_cfg *cfg, bool *demo)
 				return bad_value(name, optarg, "put or get");
 			break;
 		case OPT_SIZE:
-			if (parse_size(optarg, &cfg->size) || !cfg->size)
+			if (kvr_parse_size(optarg, &cfg->size) || !cfg->size)
 				return bad_value(name, optarg,
 						 "a size above 0, like 4096, 256K, 4M");
 			break;
@@ -274,7 +230,7 @@ static int parse_args(int argc, char **argv, struct bench_cfg *cfg, bool *demo)
 			cfg->fio = true;
 			break;
 		case OPT_CAPACITY:
-			if (parse_size(optarg, &cfg->capacity) || !cfg->capacity)
+			if (kvr_parse_size(optarg, &cfg->capacity) || !cfg->capacity)
 				return bad_value(name, optarg, "a size above 0, like 4G");
 			break;
 		case OPT_DEMO:

@@ -34,26 +34,6 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static uint64_t parse(const char *s)
-{
-	char *end;
-	uint64_t v = strtoull(s, &end, 10);
-
-	switch (*end) {
-	case 'K':
-	case 'k':
-		return v << 10;
-	case 'M':
-	case 'm':
-		return v << 20;
-	case 'G':
-	case 'g':
-		return v << 30;
-	default:
-		return v;
-	}
-}
-
 struct filler {
 	kvr_target *t;
 	kvr_obj objs[DEPTH][BATCH];
@@ -172,11 +152,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: %s PATH [CAPACITY [OBJSIZE]]\n", argv[0]);
 		return 2;
 	}
-	if (argc > 2)
-		cap = parse(argv[2]);
-	if (argc > 3)
-		objsz = parse(argv[3]);
-	if (!cap || !objsz) {
+	if ((argc > 2 && kvr_parse_size(argv[2], &cap)) ||
+	    (argc > 3 && kvr_parse_size(argv[3], &objsz)) || !cap || !objsz) {
 		fprintf(stderr, "bad capacity or object size\n");
 		return 2;
 	}

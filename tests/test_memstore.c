@@ -188,6 +188,11 @@ static void test_bad_uris(void **state)
 	assert_int_equal(kvr_parse_size("2GiB", &v), 0);
 	assert_int_equal(v, 2ull << 30);
 	assert_int_equal(kvr_parse_size("99999999999T", &v), -EINVAL);
+	assert_int_equal(kvr_parse_size("4KB", &v), 0);
+	assert_int_equal(v, 4096);
+	assert_int_equal(kvr_parse_size("-4", &v), -EINVAL);
+	assert_int_equal(kvr_parse_size(NULL, &v), -EINVAL);
+	assert_int_equal(kvr_parse_size("4", NULL), -EINVAL);
 	kvr_engine_destroy(e);
 }
 

@@ -121,13 +121,13 @@ void kvr_store_stats(kvr_target *t, struct kvr_stats *st)
 	st->capacity_bytes = s->al.capacity;
 }
 
-int kvr_parse_size(const char *s, uint64_t *out)
+KVR_EXPORT int kvr_parse_size(const char *s, uint64_t *out)
 {
 	char *end;
 	unsigned long long v;
 	int shift = 0;
 
-	if (!s || *s < '0' || *s > '9')
+	if (!s || !out || *s < '0' || *s > '9')
 		return -EINVAL;
 	errno = 0;
 	v = strtoull(s, &end, 10);

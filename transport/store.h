@@ -47,9 +47,6 @@ void kvr_store_exists(kvr_target *t, struct kvr_req **reqs, uint32_t n);
 /* Target stats fields common to stores. */
 void kvr_store_stats(kvr_target *t, struct kvr_stats *st);
 
-/* Parse "123", "64K", "1M", "2G", "1T". 0 or -EINVAL. */
-int kvr_parse_size(const char *s, uint64_t *out);
-
 int kvr_memstore_open(kvr_engine *e, const char *spec, const struct kvr_store_opts *o,
 		      kvr_target **out);
 int kvr_filestore_open(kvr_engine *e, const char *path, const struct kvr_store_opts *o,
