@@ -1,0 +1,340 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Wire header and HELLO body codecs plus the per-connection request-id set.
+ * Decoding trusts nothing: every field is range-checked before it is used
+ * and lengths are only ever compared against limits, never added, so a
+ * hostile header cannot overflow anything.
+ */
+#include "transport/proto.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Offsets of the header fields; docs/protocol.md has the same table. */
+#define OFF_MAGIC    0
+#define OFF_VERSION  4
+#define OFF_OPCODE   5
+#define OFF_FLAGS    6
+#define OFF_ID	     8
+#define OFF_STATUS   16
+#define OFF_KEYLEN   20
+#define OFF_RESERVED 22
+#define OFF_PAYLOAD  24
+
+_Static_assert(OFF_PAYLOAD + 8 == KVR_PROTO_HDR_LEN, "header layout");
+_Static_assert(KVR_PROTO_HDR_LEN % 8 == 0, "header keeps 8-byte alignment");
+_Static_assert(KVR_MAX_KEY <= UINT16_MAX, "key length fits its field");
+_Static_assert(KVR_PROTO_HELLO_MAX <= KVR_PROTO_MAX_HELLO, "hello fits the default");
+
+/* The largest errno a response may carry; anything beyond is not an errno. */
+#define MAX_ERRNO 4095
+
+const struct kvr_proto_limits kvr_proto_default_limits = {
+    .max_payload = KVR_PROTO_MAX_PAYLOAD,
+    .max_hello = KVR_PROTO_MAX_HELLO,
+};
+
+/* memcpy keeps these legal at any alignment; compilers fold it to one load. */
+static uint16_t get16(const uint8_t *p)
+{
+	uint16_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return le16toh(v);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return le32toh(v);
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return le64toh(v);
+}
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	v = htole16(v);
+	memcpy(p, &v, sizeof(v));
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	v = htole32(v);
+	memcpy(p, &v, sizeof(v));
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	v = htole64(v);
+	memcpy(p, &v, sizeof(v));
+}
+
+static bool op_has_key(uint8_t op)
+{
+	return op == KVR_PROTO_OP_PUT || op == KVR_PROTO_OP_GET || op == KVR_PROTO_OP_EXISTS ||
+	       op == KVR_PROTO_OP_REMOVE;
+}
+
+/* Largest payload the opcode allows in this direction; the EXISTS response
+ * is the one exact size and is checked by the caller. */
+static uint64_t payload_max(const struct kvr_frame *f, const struct kvr_proto_limits *lim)
+{
+	bool resp = kvr_frame_is_response(f);
+
+	switch (f->opcode) {
+	case KVR_PROTO_OP_HELLO:
+		return lim->max_hello;
+	case KVR_PROTO_OP_PUT:
+		return resp ? 0 : lim->max_payload;
+	case KVR_PROTO_OP_GET:
+		return resp && f->status == 0 ? lim->max_payload : 0;
+	case KVR_PROTO_OP_EXISTS:
+		return resp && f->status == 0 ? 8 : 0;
+	case KVR_PROTO_OP_STATS:
+		return resp && f->status == 0 ? lim->max_hello : 0;
+	default:
+		return 0;
+	}
+}
+
+int kvr_proto_decode(const void *buf, size_t len, const struct kvr_proto_limits *lim,
+		     struct kvr_frame *out)
+{
+	const uint8_t *p = buf;
+	struct kvr_frame f;
+
+	if (len < KVR_PROTO_HDR_LEN)
+		return -EAGAIN;
+	if (!lim)
+		lim = &kvr_proto_default_limits;
+	if (get32(p + OFF_MAGIC) != KVR_PROTO_MAGIC)
+		return -EPROTO;
+	if (p[OFF_VERSION] != KVR_PROTO_VERSION)
+		return -EPROTONOSUPPORT;
+
+	f.opcode = p[OFF_OPCODE];
+	f.flags = get16(p + OFF_FLAGS);
+	f.id = get64(p + OFF_ID);
+	f.status = (int32_t)get32(p + OFF_STATUS);
+	f.key_len = get16(p + OFF_KEYLEN);
+	f.payload_len = get64(p + OFF_PAYLOAD);
+
+	if (f.opcode < KVR_PROTO_OP_HELLO || f.opcode > KVR_PROTO_OP_STATS)
+		return -EBADMSG;
+	if (f.flags & ~KVR_PROTO_F_KNOWN)
+		return -EBADMSG;
+	if (get16(p + OFF_RESERVED) != 0)
+		return -EBADMSG;
+	if (kvr_frame_is_response(&f)) {
+		if (f.status > 0 || f.status < -MAX_ERRNO)
+			return -EBADMSG;
+	} else if (f.status != 0) {
+		return -EBADMSG;
+	}
+
+	if (f.key_len > KVR_MAX_KEY)
+		return -EMSGSIZE;
+	/* Responses are matched by id, so echoing the key would only cost. */
+	if (op_has_key(f.opcode) && !kvr_frame_is_response(&f)) {
+		if (f.key_len == 0)
+			return -EBADMSG;
+	} else if (f.key_len != 0) {
+		return -EBADMSG;
+	}
+
+	if (f.payload_len > payload_max(&f, lim))
+		return -EMSGSIZE;
+	if (f.opcode == KVR_PROTO_OP_EXISTS && kvr_frame_is_response(&f) && f.status == 0 &&
+	    f.payload_len != 8)
+		return -EMSGSIZE;
+
+	*out = f;
+	return KVR_PROTO_HDR_LEN;
+}
+
+size_t kvr_proto_encode(void *buf, const struct kvr_frame *f)
+{
+	uint8_t *p = buf;
+
+	put32(p + OFF_MAGIC, KVR_PROTO_MAGIC);
+	p[OFF_VERSION] = KVR_PROTO_VERSION;
+	p[OFF_OPCODE] = f->opcode;
+	put16(p + OFF_FLAGS, f->flags);
+	put64(p + OFF_ID, f->id);
+	put32(p + OFF_STATUS, (uint32_t)f->status);
+	put16(p + OFF_KEYLEN, f->key_len);
+	put16(p + OFF_RESERVED, 0);
+	put64(p + OFF_PAYLOAD, f->payload_len);
+	return KVR_PROTO_HDR_LEN;
+}
+
+/* ------------------------------------------------------------ hello body */
+
+#define H_VMIN	   0
+#define H_VMAX	   2
+#define H_RESERVED 4
+#define H_FEATURES 8
+#define H_AUTHLEN  16
+#define H_AUTH	   KVR_PROTO_HELLO_FIXED
+
+static bool versions_ok(uint16_t vmin, uint16_t vmax)
+{
+	return vmin != 0 && vmin <= vmax;
+}
+
+int kvr_proto_hello_encode(void *buf, size_t cap, const struct kvr_hello *h)
+{
+	uint8_t *p = buf;
+	size_t need;
+
+	if (h->auth_len > KVR_PROTO_MAX_AUTH)
+		return -EMSGSIZE;
+	if (!versions_ok(h->version_min, h->version_max))
+		return -EBADMSG;
+	need = KVR_PROTO_HELLO_FIXED + (size_t)h->auth_len;
+	if (cap < need)
+		return -EMSGSIZE;
+	put16(p + H_VMIN, h->version_min);
+	put16(p + H_VMAX, h->version_max);
+	put32(p + H_RESERVED, 0);
+	put64(p + H_FEATURES, h->features);
+	p[H_AUTHLEN] = h->auth_len;
+	memcpy(p + H_AUTH, h->auth, h->auth_len);
+	return (int)need;
+}
+
+int kvr_proto_hello_decode(const void *buf, size_t len, struct kvr_hello *out)
+{
+	const uint8_t *p = buf;
+	uint8_t alen;
+
+	if (len < KVR_PROTO_HELLO_FIXED)
+		return -EBADMSG;
+	alen = p[H_AUTHLEN];
+	if (alen > KVR_PROTO_MAX_AUTH)
+		return -EMSGSIZE;
+	if (len != KVR_PROTO_HELLO_FIXED + (size_t)alen)
+		return -EBADMSG;
+	if (get32(p + H_RESERVED) != 0)
+		return -EBADMSG;
+	if (!versions_ok(get16(p + H_VMIN), get16(p + H_VMAX)))
+		return -EBADMSG;
+
+	memset(out, 0, sizeof(*out));
+	out->version_min = get16(p + H_VMIN);
+	out->version_max = get16(p + H_VMAX);
+	out->features = get64(p + H_FEATURES);
+	out->auth_len = alen;
+	memcpy(out->auth, p + H_AUTH, alen);
+	return (int)len;
+}
+
+/* ----------------------------------------------------------- request ids */
+
+#define IDS_MAX_CAP (1u << 24)
+
+/* Clients number requests sequentially; mixing spreads runs of ids over the
+ * table so linear probing does not pile them into one cluster. */
+static uint32_t id_slot(const struct kvr_proto_ids *s, uint64_t id)
+{
+	id ^= id >> 33;
+	id *= 0xff51afd7ed558ccdull;
+	id ^= id >> 33;
+	id *= 0xc4ceb9fe1a85ec53ull;
+	id ^= id >> 33;
+	return (uint32_t)id & s->mask;
+}
+
+int kvr_proto_ids_init(struct kvr_proto_ids *s, uint32_t cap)
+{
+	uint32_t slots = 2;
+	void *mem;
+
+	memset(s, 0, sizeof(*s));
+	if (cap == 0 || cap > IDS_MAX_CAP)
+		return -EINVAL;
+	/* At most half full, so probe runs stay short even when at cap. */
+	while (slots < 2 * cap)
+		slots <<= 1;
+	mem = calloc(slots, sizeof(uint64_t) + 1);
+	if (!mem)
+		return -ENOMEM;
+	s->keys = mem;
+	s->used = (uint8_t *)(s->keys + slots);
+	s->mask = slots - 1;
+	s->cap = cap;
+	return 0;
+}
+
+void kvr_proto_ids_free(struct kvr_proto_ids *s)
+{
+	free(s->keys);
+	memset(s, 0, sizeof(*s));
+}
+
+/* The slot holding id, or the empty slot ending its probe run. */
+static uint32_t id_find(const struct kvr_proto_ids *s, uint64_t id)
+{
+	uint32_t i = id_slot(s, id);
+
+	while (s->used[i] && s->keys[i] != id)
+		i = (i + 1) & s->mask;
+	return i;
+}
+
+bool kvr_proto_ids_contains(const struct kvr_proto_ids *s, uint64_t id)
+{
+	return s->used[id_find(s, id)];
+}
+
+int kvr_proto_ids_insert(struct kvr_proto_ids *s, uint64_t id)
+{
+	uint32_t i = id_find(s, id);
+
+	if (s->used[i])
+		return -EEXIST;
+	if (s->count >= s->cap)
+		return -ENOSPC;
+	s->keys[i] = id;
+	s->used[i] = 1;
+	s->count++;
+	return 0;
+}
+
+int kvr_proto_ids_remove(struct kvr_proto_ids *s, uint64_t id)
+{
+	uint32_t hole = id_find(s, id), j = hole;
+
+	if (!s->used[hole])
+		return -ENOENT;
+	/*
+	 * Pull later members of the run back into the hole unless their home
+	 * slot lies cyclically in (hole, j]: moving those would put them
+	 * before their home, where lookups never look.
+	 */
+	for (;;) {
+		uint32_t home;
+
+		j = (j + 1) & s->mask;
+		if (!s->used[j])
+			break;
+		home = id_slot(s, s->keys[j]);
+		if (hole <= j ? (hole < home && home <= j) : (hole < home || home <= j))
+			continue;
+		s->keys[hole] = s->keys[j];
+		hole = j;
+	}
+	s->used[hole] = 0;
+	s->count--;
+	return 0;
+}

@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The TCP transport's wire format (docs/protocol.md), as pure functions over
+ * byte buffers: no I/O and no allocation on the decode path, so a connection
+ * can feed whatever it has received so far and every byte sequence can be
+ * fuzzed without a socket. Everything on the wire is little-endian.
+ */
+#ifndef KVR_PROTO_H
+#define KVR_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kvring.h"
+
+#define KVR_PROTO_MAGIC	  0x5052564bu /* "KVRP" as it appears on the wire */
+#define KVR_PROTO_VERSION 1
+#define KVR_PROTO_HDR_LEN 32
+
+/* Default limits; a server may lower them, never needs to raise them. */
+#define KVR_PROTO_MAX_PAYLOAD (16ull << 30)
+#define KVR_PROTO_MAX_HELLO   4096u
+
+/* Hello body: fixed part, then up to KVR_PROTO_MAX_AUTH bytes of auth tag. */
+#define KVR_PROTO_HELLO_FIXED 17
+#define KVR_PROTO_MAX_AUTH    64
+#define KVR_PROTO_HELLO_MAX   (KVR_PROTO_HELLO_FIXED + KVR_PROTO_MAX_AUTH)
+
+enum kvr_proto_op {
+	KVR_PROTO_OP_HELLO = 1,
+	KVR_PROTO_OP_PUT = 2,
+	KVR_PROTO_OP_GET = 3,
+	KVR_PROTO_OP_EXISTS = 4,
+	KVR_PROTO_OP_REMOVE = 5,
+	KVR_PROTO_OP_STATS = 6,
+};
+
+enum {
+	KVR_PROTO_F_RESPONSE = 1u << 0,
+	KVR_PROTO_F_KNOWN = KVR_PROTO_F_RESPONSE,
+};
+
+/*
+ * A decoded header. Fields hold host-order values; magic, version and the
+ * reserved field are implied (an accepted frame has the only legal values).
+ */
+struct kvr_frame {
+	uint8_t opcode;	      /* enum kvr_proto_op */
+	uint16_t flags;	      /* KVR_PROTO_F_* */
+	uint64_t id;	      /* request id, echoed in the response */
+	int32_t status;	      /* 0, or a negative errno in a response */
+	uint16_t key_len;     /* bytes of key following the header */
+	uint64_t payload_len; /* bytes following the key */
+};
+
+struct kvr_proto_limits {
+	uint64_t max_payload; /* PUT request / GET response object bytes */
+	uint32_t max_hello;   /* HELLO body and STATS response body */
+};
+
+/* The limits used when kvr_proto_decode() is given NULL. */
+extern const struct kvr_proto_limits kvr_proto_default_limits;
+
+static inline bool kvr_frame_is_response(const struct kvr_frame *f)
+{
+	return f->flags & KVR_PROTO_F_RESPONSE;
+}
+
+/*
+ * Validate the header at the start of buf. Returns KVR_PROTO_HDR_LEN and
+ * fills *out when a complete, valid header is there; otherwise a negative
+ * errno (see docs/protocol.md): -EAGAIN (len too short), -EPROTO (magic),
+ * -EPROTONOSUPPORT (version), -EBADMSG (malformed), -EMSGSIZE (a length over
+ * its limit or present where none is allowed). *out is untouched on error.
+ */
+int kvr_proto_decode(const void *buf, size_t len, const struct kvr_proto_limits *lim,
+		     struct kvr_frame *out);
+
+/* Write f's header (KVR_PROTO_HDR_LEN bytes) into buf; returns that size.
+ * f is trusted: callers build it, only decode sees hostile bytes. */
+size_t kvr_proto_encode(void *buf, const struct kvr_frame *f);
+
+/* The HELLO body both sides send: a version range, feature bits, auth tag. */
+struct kvr_hello {
+	uint16_t version_min;
+	uint16_t version_max;
+	uint64_t features;
+	uint8_t auth_len; /* 0 (no auth) .. KVR_PROTO_MAX_AUTH */
+	uint8_t auth[KVR_PROTO_MAX_AUTH];
+};
+
+/* Returns bytes written, -EMSGSIZE (auth_len over the limit or cap short)
+ * or -EBADMSG (empty or inverted version range). */
+int kvr_proto_hello_encode(void *buf, size_t cap, const struct kvr_hello *h);
+/* buf/len is exactly the HELLO payload. Returns len, -EMSGSIZE (auth tag
+ * over the limit) or -EBADMSG (short, trailing bytes, reserved bits set,
+ * empty or inverted version range). */
+int kvr_proto_hello_decode(const void *buf, size_t len, struct kvr_hello *out);
+
+/*
+ * Request ids in flight on one connection, to reject a duplicate before it
+ * can confuse response matching. Open addressing with linear probing and
+ * backward-shift deletion (no tombstones, so the table never degrades).
+ */
+struct kvr_proto_ids {
+	uint64_t *keys;
+	uint8_t *used;
+	uint32_t mask; /* slots - 1; slots is a power of two >= 2 * cap */
+	uint32_t cap;  /* most ids held at once */
+	uint32_t count;
+};
+
+/* Allocates once. -EINVAL (cap 0 or over 1 << 24), -ENOMEM. */
+int kvr_proto_ids_init(struct kvr_proto_ids *s, uint32_t cap);
+void kvr_proto_ids_free(struct kvr_proto_ids *s);
+/* 0, -EEXIST (already in flight) or -ENOSPC (cap ids held). */
+int kvr_proto_ids_insert(struct kvr_proto_ids *s, uint64_t id);
+/* 0 or -ENOENT. */
+int kvr_proto_ids_remove(struct kvr_proto_ids *s, uint64_t id);
+bool kvr_proto_ids_contains(const struct kvr_proto_ids *s, uint64_t id);
+
+#endif
