@@ -167,7 +167,7 @@ KVR_EXPORT int kvr_mem_register(kvr_engine *e, void *addr, size_t len, unsigned 
 	if (flags & ~(unsigned)KVR_MEM_CUDA)
 		return -EINVAL;
 	if (flags & KVR_MEM_CUDA) {
-		kvr_set_errmsg(e, "CUDA memory needs a build with CUDA support");
+		kvr_set_errmsg(e, "CUDA device memory is not supported yet");
 		return -EOPNOTSUPP;
 	}
 	i = upper_bound(e, a);

@@ -225,7 +225,8 @@ enum {
  * Errors: -EINVAL (NULL/zero arguments, unknown flags), -EEXIST (overlaps a
  * registered region), -ENOSPC (fixed-buffer table full), -ENOMEM (pinning
  * failed: usually RLIMIT_MEMLOCK — kvr_engine_errmsg() names the limit),
- * -EOPNOTSUPP (KVR_MEM_CUDA without CUDA support), -EFAULT (bad address).
+ * -EOPNOTSUPP (KVR_MEM_CUDA: device memory is not supported yet), -EFAULT
+ * (bad address).
  */
 int kvr_mem_register(kvr_engine *e, void *addr, size_t len, unsigned flags, kvr_mr **out);
 
