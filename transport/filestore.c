@@ -433,16 +433,14 @@ static int lock_store(struct filestore *fs)
 	return -EBUSY;
 }
 
-static int open_fds(struct filestore *fs, const struct kvr_store_opts *o, bool *created)
+static int open_fds(struct filestore *fs, const struct kvr_store_opts *o)
 {
 	kvr_engine *e = fs->s.t.e;
 	int flags = O_RDWR | O_CLOEXEC;
 
 	fs->fd = open(fs->path, flags | O_DIRECT);
-	if (fs->fd < 0 && errno == ENOENT && !(o->flags & KVR_STORE_NO_CREATE)) {
+	if (fs->fd < 0 && errno == ENOENT && !(o->flags & KVR_STORE_NO_CREATE))
 		fs->fd = open(fs->path, flags | O_DIRECT | O_CREAT | O_EXCL, 0644);
-		*created = fs->fd >= 0;
-	}
 	if (fs->fd < 0 && errno == EINVAL) {
 		/* No O_DIRECT on this file system: the page cache does it all. */
 		fs->direct = false;
@@ -485,10 +483,10 @@ static void probe_align(struct filestore *fs)
 static int open_store(struct filestore *fs, const struct kvr_store_opts *o)
 {
 	kvr_engine *e = fs->s.t.e;
-	bool created = false, blkdev, fresh;
+	bool blkdev, fresh;
 	struct stat st;
 	uint64_t size;
-	int rc = open_fds(fs, o, &created);
+	int rc = open_fds(fs, o);
 
 	if (rc)
 		return rc;
@@ -508,9 +506,11 @@ static int open_store(struct filestore *fs, const struct kvr_store_opts *o)
 	rc = (o->flags & KVR_STORE_TRUNCATE) ? 0 : super_read(fs, size);
 	if (rc < 0 && rc != -EUCLEAN)
 		return rc;
-	fresh = rc <= 0;
-	if (rc == -EUCLEAN || (fresh && (o->flags & KVR_STORE_NO_CREATE) && !created &&
-			       !(o->flags & KVR_STORE_TRUNCATE))) {
+	fresh = rc == 0;
+	/* With NO_CREATE the file was never created here: an empty one is not
+	 * formatted either. */
+	if (rc == -EUCLEAN ||
+	    (fresh && (o->flags & KVR_STORE_NO_CREATE) && !(o->flags & KVR_STORE_TRUNCATE))) {
 		kvr_set_errmsg(e,
 			       "%s holds no kvring store (open with KVR_STORE_TRUNCATE to format)",
 			       fs->path);
