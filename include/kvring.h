@@ -282,6 +282,111 @@ struct kvr_store_opts {
 int kvr_store_open(kvr_engine *e, const char *uri, const struct kvr_store_opts *opts,
 		   kvr_target **out);
 
+/* ------------------------------------------------------------------ remote */
+
+/** Options of kvr_connect(); zero-initialise and set size, as for the engine. */
+struct kvr_connect_opts {
+	uint32_t size;		     /* sizeof(struct kvr_connect_opts) */
+	uint32_t conns;		     /* connections per node (default 2) */
+	uint32_t replicas;	     /* copies of each object (default 1, at most
+					the number of nodes) */
+	uint32_t timeout_ms;	     /* default deadline of this target's batches
+					(default: the engine's) */
+	uint32_t connect_timeout_ms; /* connect + handshake (default 3000) */
+	uint32_t retry_ms;	     /* first retry delay of a node marked down
+					(default 200, doubling up to 10 s) */
+	uint32_t zc_min;	     /* payload bytes from which puts use
+					zero-copy send (default 16 KiB;
+					UINT32_MAX: never) */
+	const void *secret;	     /* shared secret for the HELLO
+					authentication (default: none) */
+	size_t secret_len;	     /* 1..4096 bytes when secret is set */
+};
+
+/**
+ * Open a remote target: a cluster of kvring-server nodes.
+ * `uri` is "tcp://HOST:PORT[,HOST:PORT...]" (HOST a name, an IPv4 address
+ * or a bracketed IPv6 address; names are resolved once, here, so this call
+ * may block on DNS). Keys map to nodes by rendezvous hashing; with
+ * `replicas` R a put writes R copies (its result is success when at least one
+ * copy was stored) and a get, exists or remove asks the first healthy node of
+ * the key's ranking, falling over to the next on a miss or a node failure.
+ * A node whose connection fails or times out is marked down and retried with
+ * backoff. Connections are opened in the background; batches submitted
+ * before they are up wait for them (within their deadline).
+ * Per-object errors, besides those of local stores: -ECONNREFUSED (no server
+ * listening), -ECONNRESET (connection lost during the request), -EHOSTDOWN
+ * (every replica of the key is down and backing off), -EACCES (the server
+ * refused the secret), -EPROTO (the peer does not speak kvring).
+ * On success *out owns the target (close it with kvr_target_close()).
+ * Errors: -EINVAL (bad URI or options), -EHOSTUNREACH (a name did not
+ * resolve), -ENOMEM, -ESHUTDOWN (engine being destroyed).
+ */
+int kvr_connect(kvr_engine *e, const char *uri, const struct kvr_connect_opts *opts,
+		kvr_target **out);
+
+/* ---------------------------------------------------------------- serving */
+
+typedef struct kvr_server kvr_server;
+typedef struct kvr_server_group kvr_server_group;
+
+/**
+ * A group lets several engines (one per thread) serve one listening address:
+ * each engine serves one shard of the keys; clients learn the shard count in
+ * the handshake and route each key to its shard's connections. Create it
+ * once, pass it to kvr_serve() of every shard, destroy it after all of them
+ * closed. Thread-safe. Errors: -EINVAL (shards 0 or over 1024), -ENOMEM.
+ */
+int kvr_server_group_create(uint32_t shards, kvr_server_group **out);
+void kvr_server_group_destroy(kvr_server_group *g);
+
+/** Options of kvr_serve(); zero-initialise and set size. */
+struct kvr_serve_opts {
+	uint32_t size;		  /* sizeof(struct kvr_serve_opts) */
+	uint32_t max_conns;	  /* connections at once (default 1024) */
+	const void *secret;	  /* require HELLO authentication with this
+				     shared secret (default: none) */
+	size_t secret_len;	  /* 1..4096 bytes when secret is set */
+	kvr_target *spill;	  /* optional file store of the same engine:
+				     evicted objects are written there and
+				     read back on a memory miss */
+	kvr_server_group *group;  /* NULL: this engine serves alone */
+	uint32_t shard;		  /* this engine's shard in the group */
+	uint32_t idle_timeout_ms; /* close a connection stuck mid-frame this
+				     long (default 30000) */
+};
+
+/**
+ * Serve `store` (a "mem:" store of engine e) to kvring clients. `uri` is
+ * "tcp://HOST:PORT" (PORT 0 picks a free port; see kvr_server_addr()); in a
+ * group, shard 0 listens and hands connections to the other shards, whose
+ * uri must be NULL. Payloads are received straight into the store's pool and
+ * sent straight from it. Serving runs inside the engine's loop
+ * (kvr_engine_run() or poll). Engine thread only.
+ * Errors: -EINVAL (bad URI, options, or store not a memory store of e),
+ * -EADDRINUSE, -EACCES, other socket errors, -ENOMEM.
+ */
+int kvr_serve(kvr_engine *e, const char *uri, kvr_target *store, const struct kvr_serve_opts *opts,
+	      kvr_server **out);
+
+/** The address actually listened on ("tcp://127.0.0.1:40123"), or "" for a
+ *  shard that does not listen. Returns the string's length, or -EINVAL. */
+int kvr_server_addr(kvr_server *s, char *buf, size_t len);
+
+/**
+ * Stop serving: stop accepting, let requests already received finish and
+ * their responses be sent (waiting at most timeout_ms), close every
+ * connection, and free s. The store (and spill store) stay open for the
+ * caller to close. Engine thread only. Returns 0, or -ETIMEDOUT when
+ * requests were still unfinished at the timeout (they were dropped).
+ */
+int kvr_server_close(kvr_server *s, uint32_t timeout_ms);
+
+/** Server counters as the STATS op reports them (one line of JSON), into buf.
+ *  Returns the length written (truncated to len - 1), or -EINVAL. */
+int kvr_server_stats_json(kvr_server *s, char *buf, size_t len);
+
+
 /* ------------------------------------------------------------------ batches */
 
 /**

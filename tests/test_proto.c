@@ -35,6 +35,8 @@ static struct kvr_frame valid(uint8_t op, bool resp, uint64_t id)
 			f.key_len = 17;
 		if (op == KVR_PROTO_OP_PUT)
 			f.payload_len = 3ull << 30;
+		else if (op == KVR_PROTO_OP_GET)
+			f.payload_len = 8;
 		else if (op == KVR_PROTO_OP_HELLO)
 			f.payload_len = KVR_PROTO_HELLO_FIXED + 32;
 	}
@@ -264,13 +266,19 @@ static void payload_not_allowed(void **state)
 	struct kvr_frame f;
 
 	(void)state;
-	/* Requests: only PUT and HELLO carry a payload. */
+	/* Requests: only PUT and HELLO carry a payload, GET its capacity. */
 	for (size_t i = 0; i < NOPS; i++) {
-		if (ops[i] == KVR_PROTO_OP_PUT || ops[i] == KVR_PROTO_OP_HELLO)
+		if (ops[i] == KVR_PROTO_OP_PUT || ops[i] == KVR_PROTO_OP_HELLO ||
+		    ops[i] == KVR_PROTO_OP_GET)
 			continue;
 		f = valid(ops[i], false, 7);
 		f.payload_len = 1;
 		assert_int_equal(enc_dec(&f), -EMSGSIZE);
+	}
+	f = valid(KVR_PROTO_OP_GET, false, 7);
+	for (uint64_t n = 0; n < 20; n++) {
+		f.payload_len = n;
+		assert_int_equal(enc_dec(&f), n == 8 ? HDR : -EMSGSIZE);
 	}
 	/* Responses: PUT and REMOVE never; any op once status is an error. */
 	f = valid(KVR_PROTO_OP_PUT, true, 7);

@@ -3,7 +3,7 @@
 # Quiet and idempotent; used by the quick start, the tests and CI.
 set -euo pipefail
 pkgs="gcc pkg-config meson ninja-build liburing-dev libibverbs-dev libcmocka-dev \
-libisal-dev libxxhash-dev fio ${KVR_EXTRA_PKGS:-}"
+libisal-dev libxxhash-dev libssl-dev fio ${KVR_EXTRA_PKGS:-}"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

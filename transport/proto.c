@@ -9,8 +9,12 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 /* Offsets of the header fields; docs/protocol.md has the same table. */
 #define OFF_MAGIC    0
@@ -97,7 +101,7 @@ static uint64_t payload_max(const struct kvr_frame *f, const struct kvr_proto_li
 	case KVR_PROTO_OP_PUT:
 		return resp ? 0 : lim->max_payload;
 	case KVR_PROTO_OP_GET:
-		return resp && f->status == 0 ? lim->max_payload : 0;
+		return resp ? (f->status == 0 ? lim->max_payload : 0) : 8;
 	case KVR_PROTO_OP_EXISTS:
 		return resp && f->status == 0 ? 8 : 0;
 	case KVR_PROTO_OP_STATS:
@@ -157,6 +161,8 @@ int kvr_proto_decode(const void *buf, size_t len, const struct kvr_proto_limits 
 	if (f.opcode == KVR_PROTO_OP_EXISTS && kvr_frame_is_response(&f) && f.status == 0 &&
 	    f.payload_len != 8)
 		return -EMSGSIZE;
+	if (f.opcode == KVR_PROTO_OP_GET && !kvr_frame_is_response(&f) && f.payload_len != 8)
+		return -EMSGSIZE;
 
 	*out = f;
 	return KVR_PROTO_HDR_LEN;
@@ -182,7 +188,8 @@ size_t kvr_proto_encode(void *buf, const struct kvr_frame *f)
 
 #define H_VMIN	   0
 #define H_VMAX	   2
-#define H_RESERVED 4
+#define H_SHARD	   4
+#define H_SHARDS   6
 #define H_FEATURES 8
 #define H_AUTHLEN  16
 #define H_AUTH	   KVR_PROTO_HELLO_FIXED
@@ -206,7 +213,8 @@ int kvr_proto_hello_encode(void *buf, size_t cap, const struct kvr_hello *h)
 		return -EMSGSIZE;
 	put16(p + H_VMIN, h->version_min);
 	put16(p + H_VMAX, h->version_max);
-	put32(p + H_RESERVED, 0);
+	put16(p + H_SHARD, h->shard);
+	put16(p + H_SHARDS, h->shards);
 	put64(p + H_FEATURES, h->features);
 	p[H_AUTHLEN] = h->auth_len;
 	memcpy(p + H_AUTH, h->auth, h->auth_len);
@@ -225,18 +233,55 @@ int kvr_proto_hello_decode(const void *buf, size_t len, struct kvr_hello *out)
 		return -EMSGSIZE;
 	if (len != KVR_PROTO_HELLO_FIXED + (size_t)alen)
 		return -EBADMSG;
-	if (get32(p + H_RESERVED) != 0)
-		return -EBADMSG;
 	if (!versions_ok(get16(p + H_VMIN), get16(p + H_VMAX)))
 		return -EBADMSG;
 
 	memset(out, 0, sizeof(*out));
 	out->version_min = get16(p + H_VMIN);
 	out->version_max = get16(p + H_VMAX);
+	out->shard = get16(p + H_SHARD);
+	out->shards = get16(p + H_SHARDS);
 	out->features = get64(p + H_FEATURES);
 	out->auth_len = alen;
 	memcpy(out->auth, p + H_AUTH, alen);
 	return (int)len;
+}
+
+/* ------------------------------------------------------------------ auth */
+
+static const char auth_label[] = "kvring-hello-v1";
+
+int kvr_proto_auth_tag(const void *secret, size_t secret_len,
+		       const uint8_t nonce[KVR_PROTO_NONCE_LEN], uint8_t tag[KVR_PROTO_TAG_LEN])
+{
+	uint8_t msg[sizeof(auth_label) - 1 + KVR_PROTO_NONCE_LEN];
+	unsigned int n = KVR_PROTO_TAG_LEN;
+
+	if (!secret || !secret_len || secret_len > KVR_PROTO_MAX_SECRET)
+		return -EINVAL;
+	memcpy(msg, auth_label, sizeof(auth_label) - 1);
+	memcpy(msg + sizeof(auth_label) - 1, nonce, KVR_PROTO_NONCE_LEN);
+	if (!HMAC(EVP_sha256(), secret, (int)secret_len, msg, sizeof(msg), tag, &n) ||
+	    n != KVR_PROTO_TAG_LEN)
+		return -EINVAL;
+	return 0;
+}
+
+bool kvr_proto_auth_check(const void *secret, size_t secret_len,
+			  const uint8_t nonce[KVR_PROTO_NONCE_LEN], const uint8_t *tag, size_t len)
+{
+	uint8_t want[KVR_PROTO_TAG_LEN];
+
+	if (len != KVR_PROTO_TAG_LEN || kvr_proto_auth_tag(secret, secret_len, nonce, want))
+		return false;
+	return CRYPTO_memcmp(want, tag, KVR_PROTO_TAG_LEN) == 0;
+}
+
+int kvr_proto_nonce(uint8_t nonce[KVR_PROTO_NONCE_LEN])
+{
+	ssize_t n = getrandom(nonce, KVR_PROTO_NONCE_LEN, 0);
+
+	return n == KVR_PROTO_NONCE_LEN ? 0 : -EIO;
 }
 
 /* ----------------------------------------------------------- request ids */

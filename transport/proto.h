@@ -81,10 +81,28 @@ int kvr_proto_decode(const void *buf, size_t len, const struct kvr_proto_limits 
  * f is trusted: callers build it, only decode sees hostile bytes. */
 size_t kvr_proto_encode(void *buf, const struct kvr_frame *f);
 
-/* The HELLO body both sides send: a version range, feature bits, auth tag. */
+/* HELLO feature bits. */
+enum {
+	/* Response: the server wants authentication; auth holds a nonce the
+	 * client answers in a second HELLO with HMAC-SHA256(secret, nonce). */
+	KVR_PROTO_FEAT_AUTH = 1u << 0,
+};
+
+/* Shard a client asks for when it does not care which. */
+#define KVR_PROTO_ANY_SHARD 0xffffu
+#define KVR_PROTO_NONCE_LEN 32
+#define KVR_PROTO_TAG_LEN   32
+
+/*
+ * The HELLO body both sides send: a version range, the shard (request: the
+ * one wanted or KVR_PROTO_ANY_SHARD; response: the one this connection
+ * serves, out of `shards`), feature bits, and an auth nonce or tag.
+ */
 struct kvr_hello {
 	uint16_t version_min;
 	uint16_t version_max;
+	uint16_t shard;
+	uint16_t shards;
 	uint64_t features;
 	uint8_t auth_len; /* 0 (no auth) .. KVR_PROTO_MAX_AUTH */
 	uint8_t auth[KVR_PROTO_MAX_AUTH];
@@ -97,6 +115,21 @@ int kvr_proto_hello_encode(void *buf, size_t cap, const struct kvr_hello *h);
  * over the limit) or -EBADMSG (short, trailing bytes, reserved bits set,
  * empty or inverted version range). */
 int kvr_proto_hello_decode(const void *buf, size_t len, struct kvr_hello *out);
+
+/*
+ * Authentication: the server's HELLO response carries a fresh random nonce
+ * (KVR_PROTO_FEAT_AUTH); the client answers with this tag in its second
+ * HELLO. The tag binds the protocol name too, so a tag made for anything
+ * else never verifies. Returns 0 or -EINVAL (secret empty or over 4096).
+ */
+#define KVR_PROTO_MAX_SECRET 4096
+int kvr_proto_auth_tag(const void *secret, size_t secret_len,
+		       const uint8_t nonce[KVR_PROTO_NONCE_LEN], uint8_t tag[KVR_PROTO_TAG_LEN]);
+/* Constant-time check of a received tag (len bytes) against the expected one. */
+bool kvr_proto_auth_check(const void *secret, size_t secret_len,
+			  const uint8_t nonce[KVR_PROTO_NONCE_LEN], const uint8_t *tag, size_t len);
+/* Fill a nonce from the kernel's random source. 0 or -errno. */
+int kvr_proto_nonce(uint8_t nonce[KVR_PROTO_NONCE_LEN]);
 
 /*
  * Request ids in flight on one connection, to reject a duplicate before it

@@ -1,0 +1,177 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A framed kvring connection (docs/protocol.md) driven by the engine's ring,
+ * shared by the client (transport/tcp.c) and the server (transport/serve.c)
+ * so framing and its error handling exist once.
+ *
+ * Receive: one recv in flight. Small frames arrive through a staging buffer
+ * and are handed over in place; a payload over KVR_CONN_SMALL goes straight
+ * into the owner's memory with recvmsg(MSG_WAITALL). After a large frame the
+ * next recv asks for exactly the header (and key), so a stream of large
+ * objects never passes through the staging buffer; only a payload that
+ * follows small frames in the same recv has its first bytes copied
+ * (counted in rx_copied).
+ *
+ * Send: frames queue on the connection and go out once per loop round in
+ * one sendmsg (header, key and payload iovecs gathered, up to IOV_MAX);
+ * when a payload of at least zc_min bytes is in it, the sendmsg is
+ * zero-copy and the frames' buffers are held until the kernel's
+ * notification. Two sends may be in flight (the next is built while the
+ * previous one waits for its notification).
+ */
+#ifndef KVR_CONN_H
+#define KVR_CONN_H
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "engine/engine.h"
+#include "transport/proto.h"
+
+/* Payloads up to this size are delivered in place from the staging buffer. */
+#define KVR_CONN_SMALL	 4096u
+#define KVR_CONN_STAGING (64u << 10)
+/* iovecs of one sendmsg: the kernel's UIO_MAXIOV. */
+#define KVR_CONN_IOV 1024u
+
+struct kvr_conn;
+
+/* Where a large payload goes: an SGL covering at least payload_len bytes;
+ * it must stay valid until on_payload. nsge 0 discards the payload. */
+struct kvr_rx_dest {
+	const struct kvr_sgx *sgx;
+	uint32_t nsge;
+};
+
+struct kvr_conn_ops {
+	/* The connect started by kvr_conn_connect() finished: 0 or -errno
+	 * (after an error, on_close follows). Optional. */
+	void (*on_open)(struct kvr_conn *c, int err);
+	/*
+	 * A frame arrived: header f, key (f->key_len bytes, NULL if none).
+	 * payload_len <= KVR_CONN_SMALL: `small` holds the whole payload (NULL
+	 * when empty), the frame is complete at return and no on_payload follows.
+	 * Larger: `small` is NULL; set *dst (or leave it empty to discard) and
+	 * on_payload(c, f) follows once the payload is in. Pointers are valid
+	 * only during the call. Return 0, or a negative errno to close the
+	 * connection as a protocol violation (logged with the reason).
+	 */
+	int (*on_frame)(struct kvr_conn *c, const struct kvr_frame *f, const uint8_t *key,
+			const uint8_t *small, struct kvr_rx_dest *dst);
+	/* The large payload of frame f is in dst (or was discarded). */
+	void (*on_payload)(struct kvr_conn *c, const struct kvr_frame *f);
+	/*
+	 * The connection is finished: err is 0 for an orderly close by the peer
+	 * or by kvr_conn_close(), else why (-ECONNRESET, -EPROTO, a timeout's
+	 * -ETIMEDOUT...). No SQE of c is in flight and every queued frame's
+	 * done() has run. The owner may free c (after kvr_conn_fini) here.
+	 */
+	void (*on_close)(struct kvr_conn *c, int err);
+};
+
+/* One frame to send. The owner fills it via kvr_conn_send(); the header,
+ * key and payload memory must stay valid until done() runs. */
+struct kvr_tx {
+	struct kvr_tx *next;
+	/* err 0: the kernel has the bytes and no longer needs the buffers;
+	 * <0: not (fully) sent because the connection died or the frame was
+	 * dropped at close. Called from the loop, never from kvr_conn_send. */
+	void (*done)(struct kvr_tx *tx, int err);
+	const uint8_t *key;
+	const struct kvr_sgx *sgx; /* payload SGL, frame payload_len bytes */
+	uint32_t nsge;
+	uint16_t key_len;
+	uint8_t state; /* private to conn.c */
+	uint64_t payload_len;
+	uint8_t hdr[KVR_PROTO_HDR_LEN];
+};
+
+/* A sendmsg in flight and the frames it carries. */
+struct kvr_conn_send {
+	struct kvr_io io;
+	struct kvr_conn *c;
+	struct kvr_tx *head, *tail; /* frames in this send */
+	struct msghdr msg;
+	uint32_t niov, iov_off; /* iovecs built; first one not fully sent */
+	uint32_t notifs;	/* zero-copy notifications still due */
+	bool busy, zc, in_flight;
+	struct iovec iov[KVR_CONN_IOV];
+};
+
+struct kvr_conn_stats {
+	uint64_t frames_in, frames_out;
+	uint64_t bytes_in, bytes_out;
+	uint64_t rx_copied; /* payload bytes copied out of the staging buffer */
+	uint64_t zc_sends, plain_sends, recvs;
+};
+
+struct kvr_conn {
+	const struct kvr_conn_ops *ops;
+	kvr_engine *e;
+	void *owner;
+	int fd;
+	int err; /* first error; the close reason */
+	const struct kvr_proto_limits *lim;
+	uint32_t zc_min;
+	bool open, closing, closed;
+	const char *name; /* for log lines ("client 127.0.0.1:5000") */
+
+	/* receive */
+	struct kvr_io rx_io;
+	bool rx_in_flight;
+	bool rx_large; /* last frame was large: read headers exactly */
+	uint8_t *stage;
+	uint32_t head, tail; /* unparsed bytes: stage[head, tail) */
+	int rx_state;	     /* private to conn.c */
+	struct kvr_frame rx_f;
+	uint64_t rx_left; /* payload bytes still to receive */
+	struct kvr_rx_dest rx_dst;
+	uint32_t rx_sge;     /* position in rx_dst */
+	uint64_t rx_sge_off;
+	struct msghdr rx_msg;
+	struct iovec rx_iov[KVR_MAX_SGE];
+
+	/* send */
+	struct kvr_tx *q_head, *q_tail; /* queued, not yet in a send */
+	struct kvr_conn_send send[2];
+	struct kvr_flush flush;
+
+	/* open / close */
+	struct kvr_io conn_io;
+	struct sockaddr_storage peer;
+	socklen_t peer_len;
+	bool zc_ok; /* the ring has SENDMSG_ZC */
+	uint32_t sqes; /* SQEs of this connection in flight */
+
+	struct kvr_conn_stats st;
+};
+
+/* Set up c (not yet connected). Allocates the staging buffer; 0 or -ENOMEM. */
+int kvr_conn_init(struct kvr_conn *c, kvr_engine *e, const struct kvr_conn_ops *ops,
+		  void *owner, const struct kvr_proto_limits *lim, uint32_t zc_min);
+/* Free what init allocated; c must be closed (on_close ran) or never opened. */
+void kvr_conn_fini(struct kvr_conn *c);
+
+/* Connect to sa through the ring; on_open reports the result. 0 or -errno
+ * (socket creation failed; nothing was started). */
+int kvr_conn_connect(struct kvr_conn *c, const struct sockaddr *sa, socklen_t len);
+/* Serve an accepted socket: takes ownership of fd and starts receiving. */
+void kvr_conn_adopt(struct kvr_conn *c, int fd);
+
+/* Queue frame f (header encoded here) with tx's key and payload. Sent at the
+ * end of this loop round. If the connection is closing, tx->done() reports
+ * the close reason once it has finished closing; c must not be used after
+ * on_close. */
+void kvr_conn_send(struct kvr_conn *c, struct kvr_tx *tx, const struct kvr_frame *f);
+/* Remove tx if it is still queued (no byte of it sent): true, and done() is
+ * not called. false: it is (partly) in the kernel's hands. */
+bool kvr_conn_unsend(struct kvr_conn *c, struct kvr_tx *tx);
+
+/* Close: stop receiving, cancel what is in flight, fail queued frames with
+ * err (0 for an orderly close), then on_close(err). Idempotent. */
+void kvr_conn_close(struct kvr_conn *c, int err);
+
+/* Frames queued or in a send not yet finished. */
+bool kvr_conn_tx_idle(const struct kvr_conn *c);
+
+#endif

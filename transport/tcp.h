@@ -1,0 +1,152 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The TCP client: a cluster target (tcp.c: routing, replicas, failover,
+ * deadlines) over nodes and their connections (tcp_node.c: connect,
+ * handshake, down/backoff). One struct tcp_op is one request to one node.
+ */
+#ifndef KVR_TCP_H
+#define KVR_TCP_H
+
+#include <netinet/in.h>
+
+#include "transport/conn.h"
+
+#define TCP_MAX_RANK	 16 /* nodes a key's ranking remembers */
+#define TCP_MAX_REPLICAS 8
+#define TCP_MAX_NODES	 256
+
+struct tcp_cluster;
+struct tcp_node;
+
+/* OP_SENT with r == NULL is an orphan: its request gave up waiting. */
+enum { OP_FREE, OP_WAIT, OP_SENT, OP_RECV, OP_DONE };
+
+struct tcp_op {
+	struct kvr_req *r; /* NULL once orphaned (its request gave up) */
+	struct tcp_conn *conn;
+	struct tcp_node *node;
+	struct tcp_op *prev, *next; /* a wait list or a connection's sent list */
+	uint64_t id;
+	uint64_t hash; /* the key's, for shard and connection choice */
+	uint64_t sent_ns;
+	int64_t res;
+	uint8_t opcode;
+	uint8_t state;
+	bool tx_busy; /* the kernel may still read the frame's buffers */
+	bool answered;
+	uint64_t cap_le; /* GET: the SGL's capacity, as the request's payload */
+	struct kvr_sgx cap_sgx;
+	struct kvr_tx tx;
+};
+
+struct tcp_list {
+	struct tcp_op *head, *tail;
+};
+
+enum { CONN_CONNECTING, CONN_HELLO, CONN_AUTH, CONN_READY };
+
+struct tcp_conn {
+	struct kvr_conn c;
+	struct tcp_node *n;
+	uint32_t slot; /* index in n->conns */
+	uint16_t shard;
+	int state;
+	struct tcp_list sent; /* ops on the wire, awaiting answers */
+	struct tcp_list wait; /* ops waiting for the handshake */
+	uint64_t last_rx_ns;
+	struct kvr_timer hs_timer;
+	struct kvr_tx hello_tx[2]; /* the HELLO, and the one with the tag */
+	struct kvr_sgx hello_sgx[2];
+	uint8_t hello_buf[2][KVR_PROTO_HELLO_MAX];
+	char name[96];
+};
+
+enum { NODE_IDLE, NODE_CONNECTING, NODE_UP, NODE_DOWN };
+
+struct tcp_node {
+	struct tcp_cluster *cl;
+	uint32_t idx;
+	char name[72];
+	struct sockaddr_storage sa;
+	socklen_t salen;
+	uint64_t seed; /* rendezvous hashing */
+	int state;
+	int last_err;
+	uint64_t retry_ns;
+	uint32_t backoff_ms;
+	uint16_t shards;
+	uint32_t nconns; /* length of conns: 1 while connecting, then
+			    shards * connections per shard */
+	struct tcp_conn **conns;
+	uint32_t open; /* connections not yet finished closing */
+	struct tcp_list wait; /* ops waiting for the shard count */
+};
+
+struct tcp_cluster {
+	kvr_target t;
+	struct kvr_connect_opts o;
+	uint8_t *secret;
+	struct kvr_proto_limits lim;
+	uint32_t nnodes;
+	struct tcp_node *nodes;
+	struct tcp_op *ops;
+	uint32_t nops;
+	struct tcp_op *free_ops;
+	uint32_t gen;
+	bool closing;
+	uint64_t conns_open; /* connections not yet finished closing */
+};
+
+/* tcp_node.c */
+int tcp_node_init(struct tcp_cluster *cl, struct tcp_node *n, const char *hostport);
+void tcp_node_fini(struct tcp_node *n);
+/* Send op to node n (connecting first when needed). */
+void tcp_node_route(struct tcp_node *n, struct tcp_op *op, uint64_t hash);
+/* Mark n down (closing its connections) after err. */
+void tcp_node_down(struct tcp_node *n, int err);
+/* Usable now: up, or down with its retry due. */
+bool tcp_node_usable(const struct tcp_node *n, uint64_t now_ns);
+/* Close every connection orderly (target close). */
+void tcp_node_close(struct tcp_node *n);
+
+/* tcp.c: a request on conn ended (answer or failure). */
+void tcp_op_answer(struct tcp_op *op, int64_t res);
+/* Put a sent op on conn's wire; used once the connection is ready. */
+void tcp_op_send(struct tcp_conn *tc, struct tcp_op *op);
+
+/* A 64-bit finaliser: spreads hash ^ seed for rendezvous scores. */
+static inline uint64_t tcp_mix64(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdull;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ull;
+	x ^= x >> 33;
+	return x;
+}
+
+static inline void tcp_list_add(struct tcp_list *l, struct tcp_op *op)
+{
+	op->next = NULL;
+	op->prev = l->tail;
+	if (l->tail)
+		l->tail->next = op;
+	else
+		l->head = op;
+	l->tail = op;
+}
+
+static inline void tcp_list_del(struct tcp_list *l, struct tcp_op *op)
+{
+	if (op->prev)
+		op->prev->next = op->next;
+	else
+		l->head = op->next;
+	if (op->next)
+		op->next->prev = op->prev;
+	else
+		l->tail = op->prev;
+	op->prev = op->next = NULL;
+}
+
+#endif

@@ -1,0 +1,467 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Nodes of a TCP cluster and their connections: address resolution, connect,
+ * the HELLO handshake (shard count, authentication), routing a request to
+ * the connection of its key's shard, answers matched by request id, and a
+ * node's fall to "down" with backoff when a connection fails or stalls.
+ */
+#include "transport/tcp.h"
+
+#include <endian.h>
+#include "engine/index.h"
+
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BACKOFF_MAX_MS 10000u
+
+static const struct kvr_conn_ops client_ops;
+
+int tcp_node_init(struct tcp_cluster *cl, struct tcp_node *n, const char *hostport)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+	char host[64], port[16];
+	const char *colon, *h = hostport;
+	size_t hl;
+	int rc;
+
+	memset(n, 0, sizeof(*n));
+	n->cl = cl;
+	if (*h == '[') { /* [v6]:port */
+		const char *end = strchr(h, ']');
+
+		if (!end || end[1] != ':')
+			return -EINVAL;
+		h++;
+		hl = (size_t)(end - h);
+		colon = end + 1;
+	} else {
+		colon = strrchr(h, ':');
+		if (!colon)
+			return -EINVAL;
+		hl = (size_t)(colon - h);
+	}
+	if (!hl || hl >= sizeof(host) || !colon[1] || strlen(colon + 1) >= sizeof(port))
+		return -EINVAL;
+	memcpy(host, h, hl);
+	host[hl] = 0;
+	strcpy(port, colon + 1);
+	for (const char *p = port; *p; p++)
+		if (*p < '0' || *p > '9')
+			return -EINVAL;
+	if (atoi(port) < 1 || atoi(port) > 65535)
+		return -EINVAL;
+	rc = getaddrinfo(host, port, &hints, &ai);
+	if (rc || !ai) {
+		kvr_set_errmsg(cl->t.e, "cannot resolve '%s': %s", host, gai_strerror(rc));
+		return -EHOSTUNREACH;
+	}
+	memcpy(&n->sa, ai->ai_addr, ai->ai_addrlen);
+	n->salen = ai->ai_addrlen;
+	freeaddrinfo(ai);
+	snprintf(n->name, sizeof(n->name), "%s", hostport);
+	/* Seeded by the name the user wrote, so every client ranks alike. */
+	n->seed = tcp_mix64(kvr_key_hash(hostport, strlen(hostport)));
+	n->backoff_ms = cl->o.retry_ms;
+	n->state = NODE_IDLE;
+	return 0;
+}
+
+void tcp_node_fini(struct tcp_node *n)
+{
+	free(n->conns);
+	n->conns = NULL;
+}
+
+bool tcp_node_usable(const struct tcp_node *n, uint64_t now_ns)
+{
+	if (n->state != NODE_DOWN)
+		return true;
+	return now_ns >= n->retry_ns && !n->open;
+}
+
+/* ------------------------------------------------------------ handshake */
+
+static void send_hello(struct tcp_conn *tc, int which, const uint8_t *tag)
+{
+	struct tcp_cluster *cl = tc->n->cl;
+	struct kvr_hello h = {.version_min = KVR_PROTO_VERSION,
+			      .version_max = KVR_PROTO_VERSION,
+			      .shard = tc->shard};
+	struct kvr_frame f = {.opcode = KVR_PROTO_OP_HELLO, .id = (uint64_t)which};
+	int len;
+
+	(void)cl;
+	if (tag) {
+		h.auth_len = KVR_PROTO_TAG_LEN;
+		memcpy(h.auth, tag, KVR_PROTO_TAG_LEN);
+	}
+	len = kvr_proto_hello_encode(tc->hello_buf[which], sizeof(tc->hello_buf[which]), &h);
+	tc->hello_sgx[which] = (struct kvr_sgx){tc->hello_buf[which], (size_t)len, NULL};
+	tc->hello_tx[which].sgx = &tc->hello_sgx[which];
+	tc->hello_tx[which].nsge = 1;
+	tc->hello_tx[which].key = NULL;
+	f.payload_len = (uint64_t)len;
+	kvr_conn_send(&tc->c, &tc->hello_tx[which], &f);
+}
+
+static void hello_tx_done(struct kvr_tx *tx, int err)
+{
+	(void)tx;
+	(void)err; /* a failed send surfaces as the connection's close */
+}
+
+static void hs_expired(struct kvr_timer *tm)
+{
+	struct tcp_conn *tc = KVR_CONTAINER_OF(tm, struct tcp_conn, hs_timer);
+
+	kvr_log(tc->n->cl->t.e, KVR_LOG_WARN, "%s: no handshake within %u ms", tc->name,
+		tc->n->cl->o.connect_timeout_ms);
+	kvr_conn_close(&tc->c, -ETIMEDOUT);
+}
+
+static struct tcp_conn *conn_new(struct tcp_node *n, uint32_t slot, uint16_t shard)
+{
+	struct tcp_cluster *cl = n->cl;
+	kvr_engine *e = cl->t.e;
+	struct tcp_conn *tc = calloc(1, sizeof(*tc));
+	int rc;
+
+	if (!tc)
+		return NULL;
+	if (kvr_conn_init(&tc->c, e, &client_ops, tc, &cl->lim, cl->o.zc_min)) {
+		free(tc);
+		return NULL;
+	}
+	tc->n = n;
+	tc->slot = slot;
+	tc->shard = shard;
+	tc->state = CONN_CONNECTING;
+	for (int i = 0; i < 2; i++)
+		tc->hello_tx[i].done = hello_tx_done;
+	snprintf(tc->name, sizeof(tc->name), "node %s shard %u", n->name, shard);
+	tc->c.name = tc->name;
+	rc = kvr_conn_connect(&tc->c, (struct sockaddr *)&n->sa, n->salen);
+	if (rc) {
+		kvr_log(e, KVR_LOG_WARN, "%s: socket: %s", tc->name, strerror(-rc));
+		kvr_conn_fini(&tc->c);
+		free(tc);
+		return NULL;
+	}
+	tc->hs_timer.fn = hs_expired;
+	kvr_timer_add(&e->timers, &tc->hs_timer,
+		      e->now_ns + (uint64_t)cl->o.connect_timeout_ms * 1000000ull);
+	n->conns[slot] = tc;
+	n->open++;
+	cl->conns_open++;
+	return tc;
+}
+
+static void on_open(struct kvr_conn *c, int err)
+{
+	struct tcp_conn *tc = c->owner;
+
+	if (err) {
+		kvr_log(c->e, KVR_LOG_INFO, "%s: connect: %s", tc->name, strerror(-err));
+		return; /* on_close follows */
+	}
+	tc->state = CONN_HELLO;
+	tc->last_rx_ns = c->e->now_ns;
+	send_hello(tc, 0, NULL);
+}
+
+/* The first connection told us the shard count: open the others. */
+static int node_learn_shards(struct tcp_node *n, uint16_t shards)
+{
+	struct tcp_cluster *cl = n->cl;
+	uint32_t per = (cl->o.conns + shards - 1) / shards;
+	struct tcp_conn **v = calloc((size_t)shards * per, sizeof(*v));
+
+	if (!v)
+		return -ENOMEM;
+	v[0] = n->conns[0];
+	free(n->conns);
+	n->conns = v;
+	n->shards = shards;
+	n->nconns = shards * per;
+	for (uint32_t i = 1; i < n->nconns; i++)
+		if (!conn_new(n, i, (uint16_t)(i / per)))
+			return -ENOMEM;
+	return 0;
+}
+
+static int on_hello(struct tcp_conn *tc, const struct kvr_frame *f, const uint8_t *body)
+{
+	struct tcp_node *n = tc->n;
+	struct tcp_cluster *cl = n->cl;
+	struct kvr_hello h;
+	struct tcp_op *op;
+	int rc;
+
+	if (tc->state != CONN_HELLO && tc->state != CONN_AUTH)
+		return -EBADMSG;
+	if (f->status < 0) {
+		kvr_log(cl->t.e, KVR_LOG_WARN, "%s: handshake refused: %s", tc->name,
+			strerror(-f->status));
+		kvr_conn_close(&tc->c, f->status);
+		return 0;
+	}
+	rc = body ? kvr_proto_hello_decode(body, f->payload_len, &h) : -EBADMSG;
+	if (rc < 0)
+		return rc;
+	if (h.version_min > KVR_PROTO_VERSION || h.version_max < KVR_PROTO_VERSION)
+		return -EPROTONOSUPPORT;
+	if (h.features & KVR_PROTO_FEAT_AUTH) {
+		uint8_t tag[KVR_PROTO_TAG_LEN];
+
+		if (tc->state != CONN_HELLO || h.auth_len != KVR_PROTO_NONCE_LEN)
+			return -EBADMSG;
+		if (!cl->secret) {
+			kvr_log(cl->t.e, KVR_LOG_WARN, "%s: the server wants a secret", tc->name);
+			kvr_conn_close(&tc->c, -EACCES);
+			return 0;
+		}
+		kvr_proto_auth_tag(cl->secret, cl->o.secret_len, h.auth, tag);
+		tc->state = CONN_AUTH;
+		send_hello(tc, 1, tag);
+		return 0;
+	}
+	if (!h.shards || h.shard != tc->shard || (n->shards && h.shards != n->shards))
+		return -EBADMSG;
+	kvr_timer_del(&cl->t.e->timers, &tc->hs_timer);
+	tc->state = CONN_READY;
+	if (!n->shards) {
+		rc = node_learn_shards(n, h.shards);
+		if (rc) {
+			tcp_node_down(n, rc);
+			return 0;
+		}
+		n->state = NODE_UP;
+		n->backoff_ms = cl->o.retry_ms;
+		kvr_log(cl->t.e, KVR_LOG_INFO, "node %s up: %u shard(s), %u connection(s)",
+			n->name, n->shards, n->nconns);
+		while ((op = n->wait.head)) {
+			tcp_list_del(&n->wait, op);
+			tcp_node_route(n, op, op->hash);
+		}
+	}
+	while ((op = tc->wait.head)) {
+		tcp_list_del(&tc->wait, op);
+		tcp_op_send(tc, op);
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- answers */
+
+static struct tcp_op *op_of(struct tcp_conn *tc, const struct kvr_frame *f)
+{
+	struct tcp_cluster *cl = tc->n->cl;
+	uint32_t i = (uint32_t)f->id;
+	struct tcp_op *op;
+
+	if (i >= cl->nops)
+		return NULL;
+	op = &cl->ops[i];
+	if (op->id != f->id || op->conn != tc || op->state != OP_SENT)
+		return NULL;
+	return op;
+}
+
+static int on_frame(struct kvr_conn *c, const struct kvr_frame *f, const uint8_t *key,
+		    const uint8_t *small, struct kvr_rx_dest *dst)
+{
+	struct tcp_conn *tc = c->owner;
+	struct tcp_op *op;
+
+	(void)key;
+	tc->last_rx_ns = c->e->now_ns;
+	if (!kvr_frame_is_response(f))
+		return -EBADMSG;
+	if (f->opcode == KVR_PROTO_OP_HELLO)
+		return on_hello(tc, f, small);
+	if (tc->state != CONN_READY)
+		return -EBADMSG;
+	op = op_of(tc, f);
+	if (!op)
+		return 0; /* an answer to a request that gave up: drop it */
+	if (f->opcode != op->opcode)
+		return -EBADMSG;
+	if (!op->r || f->status < 0) { /* an orphan's payload is discarded */
+		tcp_list_del(&tc->sent, op);
+		tcp_op_answer(op, f->status);
+		return 0;
+	}
+	switch (f->opcode) {
+	case KVR_PROTO_OP_GET:
+		if (f->payload_len > op->r->o->total)
+			return -EMSGSIZE; /* more than we said we could take */
+		if (small) {
+			const struct kvr_sgx *x = op->r->o->sgx;
+			uint64_t left = f->payload_len;
+
+			for (uint32_t i = 0; left; i++) {
+				size_t k = x[i].len < left ? x[i].len : left;
+
+				memcpy(x[i].addr, small, k);
+				small += k;
+				left -= k;
+			}
+			break;
+		}
+		if (!f->payload_len)
+			break;
+		dst->sgx = op->r->o->sgx;
+		dst->nsge = op->r->o->nsge;
+		op->state = OP_RECV;
+		return 0;
+	case KVR_PROTO_OP_EXISTS: {
+		uint64_t v;
+
+		memcpy(&v, small, sizeof(v));
+		tcp_list_del(&tc->sent, op);
+		tcp_op_answer(op, (int64_t)le64toh(v));
+		return 0;
+	}
+	case KVR_PROTO_OP_PUT:
+		tcp_list_del(&tc->sent, op);
+		tcp_op_answer(op, (int64_t)op->r->o->total);
+		return 0;
+	default:
+		break;
+	}
+	tcp_list_del(&tc->sent, op);
+	tcp_op_answer(op, f->opcode == KVR_PROTO_OP_GET ? (int64_t)f->payload_len : 0);
+	return 0;
+}
+
+static void on_payload(struct kvr_conn *c, const struct kvr_frame *f)
+{
+	struct tcp_conn *tc = c->owner;
+	struct tcp_cluster *cl = tc->n->cl;
+	struct tcp_op *op = &cl->ops[(uint32_t)f->id];
+
+	if ((uint32_t)f->id >= cl->nops || op->id != f->id || op->state != OP_RECV)
+		return; /* discarded */
+	tcp_list_del(&tc->sent, op);
+	tcp_op_answer(op, (int64_t)f->payload_len);
+}
+
+static void fail_list(struct tcp_list *l, int err)
+{
+	struct tcp_op *op;
+
+	while ((op = l->head)) {
+		tcp_list_del(l, op);
+		tcp_op_answer(op, err);
+	}
+}
+
+static void on_close(struct kvr_conn *c, int err)
+{
+	struct tcp_conn *tc = c->owner;
+	struct tcp_node *n = tc->n;
+	struct tcp_cluster *cl = n->cl;
+	int why = err ? err : -ECONNRESET;
+
+	kvr_timer_del(&cl->t.e->timers, &tc->hs_timer);
+	if (n->conns && tc->slot < n->nconns && n->conns[tc->slot] == tc)
+		n->conns[tc->slot] = NULL;
+	n->open--;
+	cl->conns_open--;
+	if (err && !cl->closing)
+		tcp_node_down(n, err);
+	fail_list(&tc->wait, why);
+	fail_list(&tc->sent, why);
+	kvr_conn_fini(&tc->c);
+	free(tc);
+}
+
+static const struct kvr_conn_ops client_ops = {
+    .on_open = on_open,
+    .on_frame = on_frame,
+    .on_payload = on_payload,
+    .on_close = on_close,
+};
+
+/* ---------------------------------------------------------------- routing */
+
+void tcp_node_down(struct tcp_node *n, int err)
+{
+	struct tcp_cluster *cl = n->cl;
+	kvr_engine *e = cl->t.e;
+
+	if (n->state != NODE_DOWN) {
+		n->state = NODE_DOWN;
+		n->last_err = err;
+		n->retry_ns = e->now_ns + (uint64_t)n->backoff_ms * 1000000ull;
+		kvr_log(e, KVR_LOG_WARN, "node %s down (%s); retry in %u ms", n->name,
+			strerror(-err), n->backoff_ms);
+		n->backoff_ms = n->backoff_ms * 2 < BACKOFF_MAX_MS ? n->backoff_ms * 2
+								    : BACKOFF_MAX_MS;
+	}
+	n->shards = 0;
+	for (uint32_t i = 0; n->conns && i < n->nconns; i++)
+		if (n->conns[i])
+			kvr_conn_close(&n->conns[i]->c, err);
+	fail_list(&n->wait, err);
+}
+
+static int node_connect(struct tcp_node *n)
+{
+	free(n->conns);
+	n->conns = calloc(1, sizeof(*n->conns));
+	n->nconns = 1;
+	n->shards = 0;
+	if (!n->conns || !conn_new(n, 0, 0))
+		return -ENOMEM;
+	n->state = NODE_CONNECTING;
+	return 0;
+}
+
+void tcp_node_route(struct tcp_node *n, struct tcp_op *op, uint64_t hash)
+{
+	struct tcp_conn *tc;
+	uint32_t per, shard;
+	int rc;
+
+	op->node = n;
+	op->state = OP_WAIT;
+	op->hash = hash;
+	if (n->state == NODE_IDLE || n->state == NODE_DOWN) {
+		rc = node_connect(n);
+		if (rc) {
+			tcp_node_down(n, rc);
+			tcp_op_answer(op, rc);
+			return;
+		}
+	}
+	if (n->state == NODE_CONNECTING) {
+		op->conn = NULL;
+		tcp_list_add(&n->wait, op);
+		return;
+	}
+	per = n->nconns / n->shards;
+	shard = (uint32_t)((hash >> 40) % n->shards);
+	tc = n->conns[shard * per + (uint32_t)((hash >> 20) % per)];
+	if (!tc) { /* closing after a failure the node has not seen yet */
+		tcp_op_answer(op, -ECONNRESET);
+		return;
+	}
+	op->conn = tc;
+	if (tc->state != CONN_READY) {
+		tcp_list_add(&tc->wait, op);
+		return;
+	}
+	tcp_op_send(tc, op);
+}
+
+void tcp_node_close(struct tcp_node *n)
+{
+	for (uint32_t i = 0; n->conns && i < n->nconns; i++)
+		if (n->conns[i])
+			kvr_conn_close(&n->conns[i]->c, 0);
+	fail_list(&n->wait, -ECANCELED);
+}
