@@ -352,9 +352,15 @@ static void hello_body(void **state)
 	b[16] = 255;
 	assert_int_equal(kvr_proto_hello_decode(b, sizeof(b), &out), -EMSGSIZE);
 
+	h.shard = 0x0102;
+	h.shards = 0x0304;
 	kvr_proto_hello_encode(b, sizeof(b), &h);
-	b[5] = 1; /* reserved */
-	assert_int_equal(kvr_proto_hello_decode(b, KVR_PROTO_HELLO_FIXED, &out), -EBADMSG);
+	assert_int_equal(b[4] | b[5] << 8, 0x0102);
+	assert_int_equal(b[6] | b[7] << 8, 0x0304);
+	assert_int_equal(kvr_proto_hello_decode(b, KVR_PROTO_HELLO_FIXED, &out),
+			 KVR_PROTO_HELLO_FIXED);
+	assert_int_equal(out.shard, 0x0102);
+	assert_int_equal(out.shards, 0x0304);
 
 	h.version_min = 0;
 	assert_int_equal(kvr_proto_hello_encode(b, sizeof(b), &h), -EBADMSG);

@@ -35,6 +35,14 @@ static struct io_uring_sqe *conn_sqe(struct kvr_conn *c)
 	return kvr_sqe(c->e);
 }
 
+/* A completion handler is done with c: its SQE stops counting. Handlers
+ * call this last, so an on_close that frees c cannot run under them. */
+static void conn_put(struct kvr_conn *c)
+{
+	c->sqes--;
+	maybe_finish(c);
+}
+
 /* ------------------------------------------------------------------ send */
 
 static void tx_fail_list(struct kvr_tx *tx, int err)
@@ -96,39 +104,33 @@ static void send_done(struct kvr_io *io, int res, uint32_t flags)
 {
 	struct kvr_conn_send *s = KVR_CONTAINER_OF(io, struct kvr_conn_send, io);
 	struct kvr_conn *c = s->c;
+	int fail = c->err ? c->err : -ECONNRESET;
 
 	if (flags & IORING_CQE_F_NOTIF) {
-		c->sqes--;
 		if (--s->notifs == 0 && !s->in_flight)
-			send_release(s, s->iov_off == s->niov ? 0 : c->err ? c->err : -ECONNRESET);
-		maybe_finish(c);
+			send_release(s, s->iov_off == s->niov ? 0 : fail);
+		conn_put(c);
 		return;
 	}
-	if (flags & IORING_CQE_F_MORE)
-		s->notifs++; /* the SQE stays counted until its notification */
-	else
-		c->sqes--;
 	s->in_flight = false;
+	if (flags & IORING_CQE_F_MORE) {
+		s->notifs++; /* the SQE stays counted until its notification */
+		c->sqes++;
+	}
 	if (res > 0) {
 		c->st.bytes_out += (uint64_t)res;
 		send_advance(s, (size_t)res);
 	}
-	if (c->closing || (res < 0 && res != -EINTR && res != -EAGAIN)) {
-		if (!c->closing) {
-			kvr_log(c->e, KVR_LOG_INFO, "%s: send: %s", c->name, strerror(-res));
-			kvr_conn_close(c, -ECONNRESET);
-		}
-		if (!s->notifs)
-			send_release(s, s->iov_off == s->niov ? 0 : c->err ? c->err : -ECONNRESET);
-		maybe_finish(c);
-		return;
+	if (!c->closing && res < 0 && res != -EINTR && res != -EAGAIN) {
+		kvr_log(c->e, KVR_LOG_INFO, "%s: send: %s", c->name, strerror(-res));
+		kvr_conn_close(c, -ECONNRESET);
+		fail = c->err;
 	}
-	if (s->iov_off < s->niov) { /* short send: the rest, before anything else */
+	if (!c->closing && s->iov_off < s->niov) /* short: the rest, first */
 		send_submit(c, s);
-		return;
-	}
-	if (!s->notifs)
-		send_release(s, 0);
+	else if (!s->notifs)
+		send_release(s, s->iov_off == s->niov ? 0 : fail);
+	conn_put(c);
 }
 
 /* Gather queued frames into a free slot and send them as one sendmsg. */
@@ -300,9 +302,9 @@ static void rx_parse(struct kvr_conn *c)
 		if (f.payload_len <= KVR_CONN_SMALL) {
 			c->head += (uint32_t)need;
 			c->rx_large = false;
-			rc = c->ops->on_frame(c, &f, f.key_len ? p + KVR_PROTO_HDR_LEN : NULL,
-					      f.payload_len ? p + KVR_PROTO_HDR_LEN + f.key_len : NULL,
-					      &dst);
+			rc = c->ops->on_frame(
+			    c, &f, f.key_len ? p + KVR_PROTO_HDR_LEN : NULL,
+			    f.payload_len ? p + KVR_PROTO_HDR_LEN + f.key_len : NULL, &dst);
 			if (rc < 0 && !c->closing)
 				proto_fail(c, rc, "frame refused");
 			continue;
@@ -341,14 +343,14 @@ static void rx_done(struct kvr_io *io, int res, uint32_t flags)
 	struct kvr_conn *c = KVR_CONTAINER_OF(io, struct kvr_conn, rx_io);
 
 	(void)flags;
-	c->sqes--;
 	c->rx_in_flight = false;
 	if (c->closing) {
-		maybe_finish(c);
+		conn_put(c);
 		return;
 	}
 	if (res == -EINTR || res == -EAGAIN) {
 		rx_next(c);
+		conn_put(c);
 		return;
 	}
 	if (res <= 0) {
@@ -357,7 +359,8 @@ static void rx_done(struct kvr_io *io, int res, uint32_t flags)
 		if (res < 0 || mid)
 			kvr_log(c->e, KVR_LOG_INFO, "%s: %s", c->name,
 				res < 0 ? strerror(-res) : "peer closed mid-frame");
-		kvr_conn_close(c, res < 0 ? -ECONNRESET : mid ? -ECONNRESET : 0);
+		kvr_conn_close(c, res < 0 || mid ? -ECONNRESET : 0);
+		conn_put(c);
 		return;
 	}
 	c->st.bytes_in += (uint64_t)res;
@@ -392,8 +395,8 @@ static void rx_done(struct kvr_io *io, int res, uint32_t flags)
 		break;
 	}
 	rx_parse(c);
-	if (!c->closing)
-		rx_next(c);
+	rx_next(c);
+	conn_put(c);
 }
 
 /* Post the next recv: straight into the destination for a large payload,
@@ -426,8 +429,8 @@ static void rx_next(struct kvr_conn *c)
 	} else {
 		if (c->rx_state == RX_DISCARD) {
 			c->head = c->tail = 0;
-			want = c->rx_left < KVR_CONN_STAGING ? (uint32_t)c->rx_left
-							     : KVR_CONN_STAGING;
+			want =
+			    c->rx_left < KVR_CONN_STAGING ? (uint32_t)c->rx_left : KVR_CONN_STAGING;
 		} else {
 			uint32_t avail = c->tail - c->head;
 			struct kvr_frame f;
@@ -465,21 +468,22 @@ static void connect_done(struct kvr_io *io, int res, uint32_t flags)
 	struct kvr_conn *c = KVR_CONTAINER_OF(io, struct kvr_conn, conn_io);
 
 	(void)flags;
-	c->sqes--;
 	if (c->closing) {
-		maybe_finish(c);
+		conn_put(c);
 		return;
 	}
 	if (res < 0) {
 		if (c->ops->on_open)
 			c->ops->on_open(c, res);
 		kvr_conn_close(c, res);
+		conn_put(c);
 		return;
 	}
 	c->open = true;
 	if (c->ops->on_open)
 		c->ops->on_open(c, 0);
 	rx_next(c);
+	conn_put(c);
 }
 
 int kvr_conn_connect(struct kvr_conn *c, const struct sockaddr *sa, socklen_t len)
@@ -552,9 +556,9 @@ static void maybe_finish(struct kvr_conn *c)
 	c->open = false;
 	for (int i = 0; i < 2; i++)
 		if (c->send[i].busy) /* every CQE is in: the buffers are free */
-			send_release(&c->send[i], c->send[i].iov_off == c->send[i].niov
-							      ? 0
-							      : c->err ? c->err : -ECONNRESET);
+			send_release(&c->send[i], c->send[i].iov_off == c->send[i].niov ? 0
+						  : c->err				? c->err
+							   : -ECONNRESET);
 	if (c->q_head) {
 		struct kvr_tx *q = c->q_head;
 
@@ -567,8 +571,8 @@ static void maybe_finish(struct kvr_conn *c)
 	c->ops->on_close(c, c->err);
 }
 
-int kvr_conn_init(struct kvr_conn *c, kvr_engine *e, const struct kvr_conn_ops *ops,
-		  void *owner, const struct kvr_proto_limits *lim, uint32_t zc_min)
+int kvr_conn_init(struct kvr_conn *c, kvr_engine *e, const struct kvr_conn_ops *ops, void *owner,
+		  const struct kvr_proto_limits *lim, uint32_t zc_min)
 {
 	struct io_uring_probe *probe;
 
@@ -590,8 +594,8 @@ int kvr_conn_init(struct kvr_conn *c, kvr_engine *e, const struct kvr_conn_ops *
 		c->send[i].c = c;
 	}
 	probe = io_uring_get_probe_ring(&e->ring);
-	c->zc_ok = probe && io_uring_opcode_supported(probe, IORING_OP_SENDMSG_ZC) &&
-		   zc_min != UINT32_MAX;
+	c->zc_ok =
+	    probe && io_uring_opcode_supported(probe, IORING_OP_SENDMSG_ZC) && zc_min != UINT32_MAX;
 	if (probe)
 		io_uring_free_probe(probe);
 	c->flush.fn = conn_flush;

@@ -140,8 +140,7 @@ static void op_finish(struct tcp_op *op)
 		tr->asked++;
 	} else {
 		tr->err = (int32_t)res;
-		if (!node_error(res) &&
-		    (r->b->op == KVR_OP_GET || r->b->op == KVR_OP_EXISTS)) {
+		if (!node_error(res) && (r->b->op == KVR_OP_GET || r->b->op == KVR_OP_EXISTS)) {
 			kvr_req_done(r, res); /* about the object: final */
 			return;
 		}

@@ -78,7 +78,7 @@ struct tcp_node {
 	uint32_t nconns; /* length of conns: 1 while connecting, then
 			    shards * connections per shard */
 	struct tcp_conn **conns;
-	uint32_t open; /* connections not yet finished closing */
+	uint32_t open;	      /* connections not yet finished closing */
 	struct tcp_list wait; /* ops waiting for the shard count */
 };
 

@@ -87,9 +87,8 @@ bool tcp_node_usable(const struct tcp_node *n, uint64_t now_ns)
 static void send_hello(struct tcp_conn *tc, int which, const uint8_t *tag)
 {
 	struct tcp_cluster *cl = tc->n->cl;
-	struct kvr_hello h = {.version_min = KVR_PROTO_VERSION,
-			      .version_max = KVR_PROTO_VERSION,
-			      .shard = tc->shard};
+	struct kvr_hello h = {
+	    .version_min = KVR_PROTO_VERSION, .version_max = KVR_PROTO_VERSION, .shard = tc->shard};
 	struct kvr_frame f = {.opcode = KVR_PROTO_OP_HELLO, .id = (uint64_t)which};
 	int len;
 
@@ -240,8 +239,8 @@ static int on_hello(struct tcp_conn *tc, const struct kvr_frame *f, const uint8_
 		}
 		n->state = NODE_UP;
 		n->backoff_ms = cl->o.retry_ms;
-		kvr_log(cl->t.e, KVR_LOG_INFO, "node %s up: %u shard(s), %u connection(s)",
-			n->name, n->shards, n->nconns);
+		kvr_log(cl->t.e, KVR_LOG_INFO, "node %s up: %u shard(s), %u connection(s)", n->name,
+			n->shards, n->nconns);
 		while ((op = n->wait.head)) {
 			tcp_list_del(&n->wait, op);
 			tcp_node_route(n, op, op->hash);
@@ -399,8 +398,8 @@ void tcp_node_down(struct tcp_node *n, int err)
 		n->retry_ns = e->now_ns + (uint64_t)n->backoff_ms * 1000000ull;
 		kvr_log(e, KVR_LOG_WARN, "node %s down (%s); retry in %u ms", n->name,
 			strerror(-err), n->backoff_ms);
-		n->backoff_ms = n->backoff_ms * 2 < BACKOFF_MAX_MS ? n->backoff_ms * 2
-								    : BACKOFF_MAX_MS;
+		n->backoff_ms =
+		    n->backoff_ms * 2 < BACKOFF_MAX_MS ? n->backoff_ms * 2 : BACKOFF_MAX_MS;
 	}
 	n->shards = 0;
 	for (uint32_t i = 0; n->conns && i < n->nconns; i++)
