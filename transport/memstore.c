@@ -197,6 +197,7 @@ int kvr_memstore_open(kvr_engine *e, const char *spec, const struct kvr_store_op
 		free(m);
 		return rc;
 	}
+	m->s.base = m->pool;
 	rc = kvr_mem_register(e, m->pool, size, KVR_MEM_HOST, &m->mr);
 	if (rc) {
 		kvr_target_forget(&m->s.t);

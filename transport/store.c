@@ -36,23 +36,54 @@ void kvr_store_unref(struct kvr_store *s, struct kvr_entry *en)
 	kvr_entry_recycle(&s->ix, en);
 }
 
+/* Evict the LRU object. false when there is none. */
+static bool evict_one(struct kvr_store *s)
+{
+	struct kvr_entry *victim = kvr_index_lru(&s->ix);
+
+	if (!victim)
+		return false;
+	kvr_index_unlink(&s->ix, victim);
+	s->t.stats.evictions++;
+	if (s->on_evict && s->on_evict(s, victim, s->evict_ctx))
+		s->evicting += victim->alloc_len; /* the hook owns the reference */
+	else
+		kvr_store_unref(s, victim);
+	return true;
+}
+
 int64_t kvr_store_alloc(struct kvr_store *s, uint64_t len)
 {
-	if (!len || kvr_alloc_round(&s->al, len) > s->al.capacity)
+	uint64_t need;
+
+	if (!len || (need = kvr_alloc_round(&s->al, len)) > s->al.capacity)
 		return -ENOSPC;
 	for (;;) {
 		int64_t off = kvr_alloc_get(&s->al, len);
-		struct kvr_entry *victim;
 
 		if (off != -ENOSPC || (s->flags & KVR_STORE_NO_EVICT))
 			return off;
-		victim = kvr_index_lru(&s->ix);
-		if (!victim)
-			return -ENOSPC; /* the rest is held by puts and gets in flight */
-		kvr_index_unlink(&s->ix, victim);
-		s->t.stats.evictions++;
-		kvr_store_unref(s, victim);
+		/* Enough is on its way back: evicting more would only push
+		 * more objects out than this allocation needs. */
+		if (s->on_evict && s->evicting >= need)
+			return -EAGAIN;
+		if (!evict_one(s)) /* the rest is held by puts and gets in flight */
+			return s->evicting ? -EAGAIN : -ENOSPC;
 	}
+}
+
+void kvr_store_evict(struct kvr_store *s, uint64_t bytes)
+{
+	if (!s->on_evict || (s->flags & KVR_STORE_NO_EVICT))
+		return;
+	while (s->evicting < bytes && evict_one(s))
+		;
+}
+
+void kvr_store_evict_done(struct kvr_store *s, struct kvr_entry *en)
+{
+	s->evicting -= en->alloc_len;
+	kvr_store_unref(s, en);
 }
 
 struct kvr_entry *kvr_store_entry(struct kvr_store *s, const struct kvr_objd *o, uint64_t off,

@@ -230,14 +230,13 @@ static void req_rank(struct tcp_cluster *cl, struct kvr_req *r)
 static bool req_launch_next(struct tcp_cluster *cl, struct kvr_req *r)
 {
 	struct tcp_req *tr = treq(r);
-	uint64_t now = cl->t.e->now_ns;
 
 	while (tr->next < tr->nrank) {
 		struct tcp_node *n = &cl->nodes[tr->rank[tr->next++]];
 		struct tcp_op *op;
 		int slot = -1;
 
-		if (!tcp_node_usable(n, now))
+		if (!tcp_node_usable(n))
 			continue;
 		for (int i = 0; i < TCP_MAX_REPLICAS; i++)
 			if (!tr->ops[i]) {

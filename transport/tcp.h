@@ -105,7 +105,7 @@ void tcp_node_route(struct tcp_node *n, struct tcp_op *op, uint64_t hash);
 /* Mark n down (closing its connections) after err. */
 void tcp_node_down(struct tcp_node *n, int err);
 /* Usable now: up, or down with its retry due. */
-bool tcp_node_usable(const struct tcp_node *n, uint64_t now_ns);
+bool tcp_node_usable(const struct tcp_node *n);
 /* Close every connection orderly (target close). */
 void tcp_node_close(struct tcp_node *n);
 

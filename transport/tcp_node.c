@@ -75,11 +75,11 @@ void tcp_node_fini(struct tcp_node *n)
 	n->conns = NULL;
 }
 
-bool tcp_node_usable(const struct tcp_node *n, uint64_t now_ns)
+bool tcp_node_usable(const struct tcp_node *n)
 {
 	if (n->state != NODE_DOWN)
 		return true;
-	return now_ns >= n->retry_ns && !n->open;
+	return !n->open && kvr_now_ns() >= n->retry_ns;
 }
 
 /* ------------------------------------------------------------ handshake */
@@ -151,7 +151,7 @@ static struct tcp_conn *conn_new(struct tcp_node *n, uint32_t slot, uint16_t sha
 	}
 	tc->hs_timer.fn = hs_expired;
 	kvr_timer_add(&e->timers, &tc->hs_timer,
-		      e->now_ns + (uint64_t)cl->o.connect_timeout_ms * 1000000ull);
+		      kvr_now_ns() + (uint64_t)cl->o.connect_timeout_ms * 1000000ull);
 	n->conns[slot] = tc;
 	n->open++;
 	cl->conns_open++;
@@ -395,7 +395,7 @@ void tcp_node_down(struct tcp_node *n, int err)
 	if (n->state != NODE_DOWN) {
 		n->state = NODE_DOWN;
 		n->last_err = err;
-		n->retry_ns = e->now_ns + (uint64_t)n->backoff_ms * 1000000ull;
+		n->retry_ns = kvr_now_ns() + (uint64_t)n->backoff_ms * 1000000ull;
 		kvr_log(e, KVR_LOG_WARN, "node %s down (%s); retry in %u ms", n->name,
 			strerror(-err), n->backoff_ms);
 		n->backoff_ms =

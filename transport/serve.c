@@ -1,0 +1,482 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvr_serve: the server side of the TCP transport. This file holds the
+ * server itself — options, the listening socket and multishot accept on the
+ * engine's ring, the idle tick, the per-round flush, stats, and the orderly
+ * close. Connections and requests are in serve_conn.c, spilling in
+ * serve_spill.c, shard groups in serve_group.c.
+ */
+#include "transport/serve.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DEFAULT_MAX_CONNS 1024u
+#define DEFAULT_IDLE_MS	  30000u
+#define ACCEPT_RETRY_MS	  100u
+
+void srv_closing_progress(struct kvr_server *s)
+{
+	if (s->closing)
+		kvr_engine_wake(s->e); /* end kvr_server_close's wait early */
+}
+
+static void sa_str(const struct sockaddr_storage *ss, char *buf, size_t len)
+{
+	char a[INET6_ADDRSTRLEN] = "?";
+
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)ss;
+
+		inet_ntop(AF_INET6, &v6->sin6_addr, a, sizeof(a));
+		snprintf(buf, len, "[%s]:%u", a, ntohs(v6->sin6_port));
+	} else if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *v4 = (const struct sockaddr_in *)ss;
+
+		inet_ntop(AF_INET, &v4->sin_addr, a, sizeof(a));
+		snprintf(buf, len, "%s:%u", a, ntohs(v4->sin_port));
+	} else {
+		snprintf(buf, len, "?");
+	}
+}
+
+/* ------------------------------------------------------------- accepting */
+
+static void arm_accept(struct kvr_server *s)
+{
+	struct io_uring_sqe *sqe = kvr_sqe(s->e);
+
+	if (s->accept_multishot)
+		io_uring_prep_multishot_accept(sqe, s->lfd, NULL, NULL, SOCK_CLOEXEC);
+	else
+		io_uring_prep_accept(sqe, s->lfd, NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data(sqe, &s->accept_io);
+	s->accept_armed = true;
+}
+
+static void accept_retry(struct kvr_timer *t)
+{
+	struct kvr_server *s = KVR_CONTAINER_OF(t, struct kvr_server, accept_retry);
+
+	if (!s->closing && !s->accept_armed)
+		arm_accept(s);
+}
+
+static void on_accept(struct kvr_server *s, int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char peer[64];
+
+	memset(&ss, 0, sizeof(ss));
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+		sa_str(&ss, peer, sizeof(peer));
+	else
+		snprintf(peer, sizeof(peer), "?");
+	if (s->closing || s->nconns >= s->o.max_conns) {
+		kvr_log(s->e, KVR_LOG_WARN, "conn refused peer=%s reason=%s", peer,
+			s->closing ? "shutdown" : "max-conns");
+		close(fd);
+		return;
+	}
+	kvr_log(s->e, KVR_LOG_DEBUG, "conn accept peer=%s", peer);
+	if (!srv_conn_new(s, fd, peer))
+		kvr_log(s->e, KVR_LOG_WARN, "conn refused peer=%s reason=no-memory", peer);
+}
+
+static void accept_done(struct kvr_io *io, int res, uint32_t flags)
+{
+	struct kvr_server *s = KVR_CONTAINER_OF(io, struct kvr_server, accept_io);
+
+	if (!(flags & IORING_CQE_F_MORE))
+		s->accept_armed = false;
+	if (res >= 0) {
+		on_accept(s, res);
+	} else if (res == -EINVAL && s->accept_multishot && !s->accept_armed) {
+		kvr_log(s->e, KVR_LOG_INFO, "multishot accept unsupported: accepting one by one");
+		s->accept_multishot = false;
+	} else if (res != -ECANCELED) {
+		/* EMFILE and friends: back off instead of spinning on them. */
+		kvr_log(s->e, KVR_LOG_WARN, "accept: %s", strerror(-res));
+		if (!s->accept_armed && !s->closing) {
+			kvr_timer_add(&s->e->timers, &s->accept_retry,
+				      s->e->now_ns + ACCEPT_RETRY_MS * 1000000ull);
+			return;
+		}
+	}
+	if (s->closing) {
+		srv_closing_progress(s);
+		return;
+	}
+	if (!s->accept_armed)
+		arm_accept(s);
+}
+
+/* "tcp://HOST:PORT" (HOST empty: loopback; IPv6 in brackets). */
+static int parse_uri(const char *uri, char *host, size_t hcap, char *port, size_t pcap)
+{
+	const char *h, *colon;
+	size_t hl;
+
+	if (strncmp(uri, "tcp://", 6) != 0)
+		return -EINVAL;
+	h = uri + 6;
+	if (*h == '[') {
+		const char *end = strchr(h, ']');
+
+		if (!end || end[1] != ':')
+			return -EINVAL;
+		h++;
+		hl = (size_t)(end - h);
+		colon = end + 1;
+	} else {
+		colon = strrchr(h, ':');
+		if (!colon)
+			return -EINVAL;
+		hl = (size_t)(colon - h);
+		if (memchr(h, ':', hl))
+			return -EINVAL; /* IPv6 needs brackets */
+	}
+	if (hl >= hcap || !colon[1] || strlen(colon + 1) >= pcap || strlen(colon + 1) > 5)
+		return -EINVAL;
+	for (const char *p = colon + 1; *p; p++)
+		if (*p < '0' || *p > '9')
+			return -EINVAL;
+	if (atoi(colon + 1) > 65535)
+		return -EINVAL;
+	if (hl) {
+		memcpy(host, h, hl);
+		host[hl] = 0;
+	} else {
+		snprintf(host, hcap, "127.0.0.1");
+	}
+	snprintf(port, pcap, "%s", colon + 1);
+	return 0;
+}
+
+static int do_listen(struct kvr_server *s, const char *uri)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+	struct addrinfo *ai = NULL;
+	char host[256], port[8];
+	int rc = parse_uri(uri, host, sizeof(host), port, sizeof(port));
+
+	if (rc) {
+		kvr_set_errmsg(s->e, "bad listen URI '%s' (want tcp://HOST:PORT)", uri);
+		return rc;
+	}
+	rc = getaddrinfo(host, port, &hints, &ai);
+	if (rc || !ai) {
+		kvr_set_errmsg(s->e, "cannot resolve '%s': %s", host, gai_strerror(rc));
+		return -EINVAL;
+	}
+	rc = -EADDRNOTAVAIL;
+	for (struct addrinfo *p = ai; p; p = p->ai_next) {
+		int one = 1;
+		int fd = socket(p->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		socklen_t sl = sizeof(s->laddr);
+
+		if (fd < 0) {
+			rc = -errno;
+			continue;
+		}
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, p->ai_addr, p->ai_addrlen) || listen(fd, SOMAXCONN) ||
+		    getsockname(fd, (struct sockaddr *)&s->laddr, &sl)) {
+			rc = -errno;
+			close(fd);
+			continue;
+		}
+		s->lfd = fd;
+		rc = 0;
+		break;
+	}
+	freeaddrinfo(ai);
+	if (rc)
+		kvr_set_errmsg(s->e, "cannot listen on %s: %s", uri, strerror(-rc));
+	return rc;
+}
+
+/* ------------------------------------------------------------ the loop */
+
+static void tick_arm(struct kvr_server *s)
+{
+	uint32_t ms = s->o.idle_timeout_ms / 4;
+
+	ms = ms < 10 ? 10 : ms > 1000 ? 1000 : ms;
+	kvr_timer_add(&s->e->timers, &s->tick, kvr_now_ns() + ms * 1000000ull);
+}
+
+static void tick(struct kvr_timer *t)
+{
+	struct kvr_server *s = KVR_CONTAINER_OF(t, struct kvr_server, tick);
+	uint64_t now = kvr_now_ns();
+
+	for (struct srv_conn *c = s->conns, *next; c; c = next) {
+		next = c->next;
+		srv_conn_check_idle(c, now);
+	}
+	tick_arm(s);
+}
+
+static void srv_flush(struct kvr_flush *f)
+{
+	struct kvr_server *s = KVR_CONTAINER_OF(f, struct kvr_server, flush);
+
+	if (s->in_flush)
+		return;
+	s->in_flush = true;
+	srv_reap_dead(s);
+	/* Waiting requests: retry when pool room was freed (or is coming). */
+	if (s->wait_head && (s->ms->al.used != s->wait_used || s->ms->evicting != s->wait_evicting))
+		srv_wait_retry(s);
+	if (s->sp)
+		srv_spill_flush(s);
+	/* Answers queued just now: the connections' own flushes may have run
+	 * already this round, so send them now rather than at the next one
+	 * (which, for a host polling through the engine fd, may be far off). */
+	if (s->kick) {
+		s->kick = false;
+		for (struct srv_conn *c = s->conns; c; c = c->next)
+			if (c->conn.q_head)
+				c->conn.flush.fn(&c->conn.flush);
+	}
+	s->in_flush = false;
+}
+
+/* ------------------------------------------------------------------- API */
+
+static int check_opts(kvr_engine *e, const char *uri, kvr_target *store,
+		      const struct kvr_serve_opts *o)
+{
+	if (store->e != e || store->closed || strcmp(store->ops->name, "mem") != 0 ||
+	    !kvr_store_of(store)->base) {
+		kvr_set_errmsg(e, "kvr_serve: the store must be an open mem: store of this engine");
+		return -EINVAL;
+	}
+	if (o->secret && (!o->secret_len || o->secret_len > KVR_PROTO_MAX_SECRET))
+		return -EINVAL;
+	if (o->spill &&
+	    (o->spill->e != e || o->spill->closed || strcmp(o->spill->ops->name, "file") != 0)) {
+		kvr_set_errmsg(e, "kvr_serve: the spill store must be an open file: store "
+				  "of this engine");
+		return -EINVAL;
+	}
+	if (o->group) {
+		if (o->shard >= srv_group_shards(o->group))
+			return -EINVAL;
+		if ((o->shard == 0) != (uri != NULL)) {
+			kvr_set_errmsg(e, "kvr_serve: in a group, shard 0 (only) listens");
+			return -EINVAL;
+		}
+	} else if (o->shard || !uri) {
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void server_free(struct kvr_server *s)
+{
+	kvr_engine *e = s->e;
+
+	kvr_flush_del(e, &s->flush);
+	kvr_timer_del(&e->timers, &s->tick);
+	kvr_timer_del(&e->timers, &s->accept_retry);
+	if (s->lfd >= 0)
+		close(s->lfd);
+	srv_spill_fini(s);
+	free(s->secret);
+	free(s);
+}
+
+KVR_EXPORT int kvr_serve(kvr_engine *e, const char *uri, kvr_target *store,
+			 const struct kvr_serve_opts *opts, kvr_server **out)
+{
+	struct kvr_server *s;
+	struct kvr_serve_opts o;
+	int rc;
+
+	if (!e || !store || !out)
+		return -EINVAL;
+	*out = NULL;
+	if (e->destroying)
+		return -ESHUTDOWN;
+	memset(&o, 0, sizeof(o));
+	if (opts) {
+		if (opts->size < offsetof(struct kvr_serve_opts, secret))
+			return -EINVAL;
+		memcpy(&o, opts, opts->size < sizeof(o) ? opts->size : sizeof(o));
+	}
+	rc = check_opts(e, uri, store, &o);
+	if (rc)
+		return rc;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->e = e;
+	s->ms = kvr_store_of(store);
+	s->base = s->ms->base;
+	s->mr = kvr_mr_find(e, s->base, 1);
+	s->o = o;
+	s->o.max_conns = o.max_conns ? o.max_conns : DEFAULT_MAX_CONNS;
+	s->o.idle_timeout_ms = o.idle_timeout_ms ? o.idle_timeout_ms : DEFAULT_IDLE_MS;
+	s->g = o.group;
+	s->shard = o.shard;
+	s->shards = srv_group_shards(o.group);
+	s->lfd = -1;
+	s->accept_multishot = true;
+	s->accept_io.fn = accept_done;
+	s->accept_retry.fn = accept_retry;
+	s->tick.fn = tick;
+	s->flush.fn = srv_flush;
+	if (o.secret) {
+		s->secret = malloc(o.secret_len);
+		if (!s->secret) {
+			free(s);
+			return -ENOMEM;
+		}
+		memcpy(s->secret, o.secret, o.secret_len);
+		s->o.secret = s->secret;
+	}
+	kvr_flush_add(e, &s->flush);
+	if (uri)
+		rc = do_listen(s, uri);
+	if (!rc && o.spill)
+		rc = srv_spill_init(s, o.spill);
+	if (!rc)
+		rc = srv_group_join(s);
+	if (rc) {
+		server_free(s);
+		return rc;
+	}
+	tick_arm(s);
+	if (s->lfd >= 0)
+		arm_accept(s);
+	kvr_submit_if_idle(e);
+	if (s->lfd >= 0) {
+		char a[80];
+
+		sa_str(&s->laddr, a, sizeof(a));
+		kvr_log(e, KVR_LOG_INFO, "serving tcp://%s shard=%u shards=%u%s%s", a, s->shard,
+			s->shards, s->secret ? " auth" : "", s->sp ? " spill" : "");
+	} else {
+		kvr_log(e, KVR_LOG_INFO, "serving shard=%u shards=%u%s", s->shard, s->shards,
+			s->sp ? " spill" : "");
+	}
+	*out = s;
+	return 0;
+}
+
+KVR_EXPORT int kvr_server_addr(kvr_server *s, char *buf, size_t len)
+{
+	char a[80];
+
+	if (!s || !buf || !len)
+		return -EINVAL;
+	if (s->lfd < 0) {
+		buf[0] = 0;
+		return 0;
+	}
+	sa_str(&s->laddr, a, sizeof(a));
+	return snprintf(buf, len, "tcp://%s", a);
+}
+
+KVR_EXPORT int kvr_server_stats_json(kvr_server *s, char *buf, size_t len)
+{
+	const struct kvr_store *ms;
+	int n;
+
+	if (!s || !buf || !len)
+		return -EINVAL;
+	ms = s->ms;
+	n = snprintf(buf, len,
+		     "{\"objects\":%llu,\"used_bytes\":%llu,\"capacity_bytes\":%llu,"
+		     "\"conns\":%u,\"puts\":%llu,\"gets\":%llu,\"hits\":%llu,\"misses\":%llu,"
+		     "\"evictions\":%llu,\"spilled\":%llu,\"spill_hits\":%llu,"
+		     "\"spill_errors\":%llu,\"parked_bytes\":%llu,"
+		     "\"bytes_in\":%llu,\"bytes_out\":%llu,\"shard\":%u,\"shards\":%u}",
+		     (unsigned long long)ms->ix.count, (unsigned long long)ms->al.used,
+		     (unsigned long long)ms->al.capacity, s->nconns, (unsigned long long)s->n.puts,
+		     (unsigned long long)s->n.gets, (unsigned long long)s->n.hits,
+		     (unsigned long long)s->n.misses, (unsigned long long)ms->t.stats.evictions,
+		     (unsigned long long)s->n.spilled, (unsigned long long)s->n.spill_hits,
+		     (unsigned long long)s->n.spill_errors, (unsigned long long)s->parked_bytes,
+		     (unsigned long long)s->n.bytes_in, (unsigned long long)s->n.bytes_out,
+		     s->shard, s->shards);
+	if (n < 0)
+		return -EINVAL;
+	return (size_t)n < len ? n : (int)len - 1;
+}
+
+static bool close_done(const struct kvr_server *s)
+{
+	return !s->conns && !s->dead && !s->accept_armed && !s->efd_armed && !s->wait_head &&
+	       srv_spill_idle(s);
+}
+
+KVR_EXPORT int kvr_server_close(kvr_server *s, uint32_t timeout_ms)
+{
+	kvr_engine *e;
+	uint64_t deadline;
+	bool forced = false;
+	int rc = 0;
+
+	if (!s)
+		return -EINVAL;
+	e = s->e;
+	if (e->in_cb || e->in_poll)
+		return -EBUSY;
+	s->closing = true;
+	kvr_timer_del(&e->timers, &s->accept_retry);
+	if (s->accept_armed) {
+		struct io_uring_sqe *sqe = kvr_sqe(e);
+
+		io_uring_prep_cancel(sqe, &s->accept_io, 0);
+		io_uring_sqe_set_data(sqe, NULL);
+	}
+	srv_group_leave(s);
+	for (struct srv_conn *c = s->conns, *next; c; c = next) {
+		next = c->next;
+		srv_conn_drain(c);
+	}
+	deadline = kvr_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	for (;;) {
+		uint64_t now;
+		int wait, prc;
+
+		srv_reap_dead(s);
+		if (close_done(s))
+			break;
+		now = kvr_now_ns();
+		if (!forced && now >= deadline) {
+			forced = true;
+			rc = -ETIMEDOUT;
+			kvr_log(e, KVR_LOG_WARN,
+				"server close: timed out; dropping %u connection(s)", s->nconns);
+			srv_wait_fail_all(s, -ESHUTDOWN);
+			for (struct srv_conn *c = s->conns, *next; c; c = next) {
+				next = c->next;
+				kvr_conn_close(&c->conn, -ETIMEDOUT);
+			}
+			continue;
+		}
+		/* Spill batches and connection closes still finish after a
+		 * timeout: the kernel and the file store hold our buffers. */
+		wait = forced ? 100 : (int)((deadline - now) / 1000000ull) + 1;
+		prc = kvr_engine_poll(e, wait < 100 ? wait : 100);
+		if (prc < 0) {
+			kvr_log(e, KVR_LOG_ERROR, "server close: poll: %s; server leaked",
+				strerror(-prc));
+			return prc;
+		}
+	}
+	kvr_log(e, KVR_LOG_INFO, "server closed shard=%u", s->shard);
+	server_free(s);
+	return rc;
+}

@@ -1,0 +1,244 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The server side of the TCP transport (kvr_serve): what serve.c (listen,
+ * accept, handshake, requests), serve_spill.c (writing evicted objects to a
+ * file store and reading them back) and serve_group.c (handing connections
+ * between the shards of a group) share.
+ *
+ * A request lives in a slot (struct srv_req) of its connection from the
+ * frame's arrival until its response has been sent (tx done). Slots come
+ * from a per-connection free list that grows in chunks, so steady-state
+ * requests never call malloc. A connection is freed once the transport has
+ * closed it (on_close) and every slot is back.
+ */
+#ifndef KVR_SERVE_H
+#define KVR_SERVE_H
+
+#include <pthread.h>
+
+#include "transport/conn.h"
+#include "transport/store.h"
+
+/* Requests one connection may have in flight (ids not yet answered). A
+ * client must stay at or under this; one more is a protocol error. */
+#define SRV_MAX_INFLIGHT (1u << 16)
+/* Bytes of PUT payloads parked in heap buffers while spill writes make room
+ * in the pool (beyond this a PUT that finds no room fails with -ENOSPC). */
+#define SRV_PARK_MAX (256ull << 20)
+/* Objects in one spill batch. */
+#define SRV_SPILL_BATCH 1024u
+#define SRV_SLOT_CHUNK	64u
+
+struct srv_conn;
+struct srv_spill;
+
+enum srv_conn_state {
+	CS_HELLO,   /* waiting for the first HELLO */
+	CS_AUTH,    /* nonce sent, waiting for the HELLO with the tag */
+	CS_READY,   /* serving requests */
+	CS_HANDOFF, /* going to another shard: closing without the socket */
+	CS_DOOMED,  /* a refusal is being sent; closes once it is out */
+};
+
+enum srv_req_state {
+	RQ_FREE,
+	RQ_RECV,      /* PUT payload arriving into the pool */
+	RQ_DISCARD,   /* payload being discarded; status answered after it */
+	RQ_PARK_RECV, /* PUT payload arriving into a parking buffer */
+	RQ_WAIT,      /* on the server's wait queue for pool room */
+	RQ_SPILL_GET, /* promote: kvr_get from the spill store in flight */
+	RQ_SPILL_RM,  /* REMOVE waiting for (or in) a spill remove batch */
+	RQ_SEND,      /* response queued on the connection */
+};
+
+struct srv_req {
+	struct kvr_tx tx;
+	struct srv_conn *c;
+	struct srv_req *next; /* free list, wait queue, spill remove list */
+	struct kvr_entry *en; /* PUT/promote: the entry being filled; GET: the
+				 entry whose bytes are being sent; REMOVE with
+				 spill: a key holder (no extent) */
+	uint8_t *park;	      /* parked PUT payload (heap) */
+	void *heap;	      /* STATS body */
+	struct kvr_sgx sgx;   /* response payload, or the PUT destination */
+	uint64_t id;
+	uint64_t len;  /* PUT: payload bytes; GET: the client's capacity */
+	uint64_t need; /* waiting: pool bytes it waits for */
+	int32_t status;
+	uint8_t op;
+	uint8_t state;
+	bool has_id;			   /* id is in the connection's in-flight set */
+	bool sending;			   /* GET answer from the pool: counted in
+					      the server's `sending` */
+	bool found;			   /* REMOVE: found in memory or in flight to the spill */
+	int close_after;		   /* close the connection with this once sent (<0) */
+	uint8_t body[KVR_PROTO_HELLO_MAX]; /* HELLO / EXISTS response body */
+};
+
+struct srv_conn {
+	struct kvr_conn conn;
+	struct kvr_server *s;
+	struct srv_conn *prev, *next; /* the server's list */
+	struct kvr_proto_ids ids;
+	int state;
+	bool closed;	     /* on_close ran */
+	bool dead;	     /* on the server's dead list */
+	bool draining;	     /* server closing: close once every slot is back */
+	uint32_t handoff_to; /* CS_HANDOFF: the shard taking it */
+	int handoff_fd;
+	uint64_t hello_id;
+	uint8_t nonce[KVR_PROTO_NONCE_LEN];
+	struct srv_req *rx_req; /* the request whose large payload is arriving */
+	struct srv_req *free;
+	uint32_t busy; /* slots in use */
+	struct srv_req **chunks;
+	uint32_t nchunks;
+	uint64_t seen_bytes; /* bytes_in at the last idle check */
+	uint64_t progress_ns;
+	char peer[64];
+	char name[80];
+};
+
+/* A connection on its way from the listening shard to the one serving it. */
+struct srv_handoff {
+	struct srv_handoff *next;
+	int fd;
+	uint64_t hello_id;
+	char peer[64];
+};
+
+struct srv_counters {
+	uint64_t puts, gets, hits, misses, spilled, spill_hits, spill_errors;
+	uint64_t bytes_in, bytes_out;
+};
+
+struct kvr_server {
+	kvr_engine *e;
+	struct kvr_store *ms; /* the memory store served */
+	uint8_t *base;	      /* its pool */
+	struct kvr_mr *mr;    /* its registration */
+	struct kvr_serve_opts o;
+	uint8_t *secret;
+	struct kvr_server_group *g;
+	uint32_t shard, shards;
+	bool closing;
+
+	/* listening (shard 0 / alone) */
+	int lfd;
+	struct sockaddr_storage laddr;
+	struct kvr_io accept_io;
+	bool accept_armed, accept_multishot;
+	struct kvr_timer accept_retry;
+
+	/* group hand-off wake-up (shards of a group) */
+	struct kvr_io efd_io;
+	uint64_t efd_buf;
+	bool efd_armed;
+
+	struct srv_conn *conns;
+	struct srv_conn *dead; /* closed, freed at the next loop round */
+	uint32_t nconns;
+	struct kvr_timer tick;
+
+	/* PUTs and GETs waiting for pool room, in arrival order */
+	struct srv_req *wait_head, *wait_tail;
+	uint64_t parked_bytes, wait_bytes;
+	uint64_t wait_used, wait_evicting; /* pool state at the last retry */
+	bool retrying;
+
+	struct srv_spill *sp; /* NULL without a spill store */
+	uint64_t async;	      /* spill batches in flight (close waits) */
+	uint64_t sending;     /* GET answers being sent from the pool */
+	struct kvr_flush flush;
+	bool in_flush;
+	bool kick; /* answers queued during the flush: send them */
+
+	struct srv_counters n;
+};
+
+/* serve.c (server, listening) and serve_conn.c (requests) */
+/* The server made progress while closing: let kvr_server_close look. */
+void srv_closing_progress(struct kvr_server *s);
+/* Queue r's response (status, optional payload) and free its in-flight id. */
+void srv_respond(struct srv_req *r, int32_t status, const struct kvr_sgx *payload, uint64_t len);
+/* Drop a parked PUT's heap copy and its key holder. */
+void srv_release_park(struct kvr_server *s, struct srv_req *r);
+/* Give a slot back without a response (connection gone or closing). */
+void srv_release(struct srv_req *r);
+/* kvr_store_alloc, except that with a spill store "no room" while answers
+ * or promotes still hold pool bytes is -EAGAIN (wait): room comes back as
+ * they finish. */
+int64_t srv_alloc(struct kvr_server *s, uint64_t len);
+/* Answer a GET from entry en (a reference the response now owns). */
+void srv_send_entry(struct srv_req *r, struct kvr_entry *en);
+/* Adopt fd as a connection of this shard and send the HELLO response. */
+void srv_adopt(struct kvr_server *s, int fd, const char *peer, uint64_t hello_id);
+/* Whether a connection can still take a response. */
+static inline bool srv_conn_live(const struct srv_conn *c)
+{
+	return !c->conn.closing && !c->closed;
+}
+
+/* serve_spill.c */
+int srv_spill_init(struct kvr_server *s, kvr_target *spill);
+void srv_spill_fini(struct kvr_server *s);
+/* Nothing of the spill machinery is pending or in flight. */
+bool srv_spill_idle(const struct kvr_server *s);
+/* GET missed memory: serve it from an in-flight spill write or the spill
+ * store (promoting it), or answer -ENOENT / -EMSGSIZE. */
+void srv_spill_get(struct kvr_server *s, struct srv_req *r, const struct kvr_objd *o);
+/* Length of key o in the spill machinery (in flight or stored), or -ENOENT. */
+int64_t srv_spill_exists(struct kvr_server *s, const struct kvr_objd *o);
+/* REMOVE: drop o from the spill machinery; true when r now waits for the
+ * spill store (it is answered later), false when it should answer now. */
+bool srv_spill_remove(struct kvr_server *s, struct srv_req *r, const struct kvr_objd *o);
+/* A PUT of key o was committed to memory: in-flight reads of an older spilled
+ * value must not be promoted over it. */
+void srv_spill_put_committed(struct kvr_server *s, const struct kvr_objd *o);
+/* Once per loop round: submit the next spill batch. */
+void srv_spill_flush(struct kvr_server *s);
+/* Retry requests waiting for pool room. */
+void srv_wait_retry(struct kvr_server *s);
+/* Park r (a PUT or GET that found no room) at the end of the wait queue. */
+void srv_wait_add(struct kvr_server *s, struct srv_req *r);
+/* Answer every waiting request with err (server close timed out). */
+void srv_wait_fail_all(struct kvr_server *s, int err);
+/* Drop c's requests from the wait queue (connection closed). */
+void srv_wait_drop_conn(struct kvr_server *s, struct srv_conn *c);
+/* Finish a PUT whose payload is in the pool at en: checksum, commit, answer. */
+void srv_put_finish(struct kvr_server *s, struct srv_req *r);
+/* Serve a GET of key o for r (r->len = the client's capacity). */
+void srv_get(struct kvr_server *s, struct srv_req *r, const struct kvr_objd *o);
+/* The descriptor of entry en's key, for lookups. */
+struct kvr_objd srv_objd(const uint8_t *key, uint16_t key_len);
+
+/* serve_conn.c */
+extern const struct kvr_conn_ops srv_conn_ops;
+/* A new connection on fd (accepted here or handed over); NULL on ENOMEM
+ * (fd closed). */
+struct srv_conn *srv_conn_new(struct kvr_server *s, int fd, const char *peer);
+/* Close c if it is idle past the timeout (the server's tick). */
+void srv_conn_check_idle(struct srv_conn *c, uint64_t now_ns);
+/* Free the connections on the dead list. */
+void srv_reap_dead(struct kvr_server *s);
+/* Server closing: close c now or once its requests are answered. */
+void srv_conn_drain(struct srv_conn *c);
+/* Answer a handed-over connection's HELLO. */
+void srv_conn_hello_ok(struct srv_conn *c);
+
+/* serve_group.c */
+int srv_group_join(struct kvr_server *s);
+void srv_group_leave(struct kvr_server *s);
+/* The shard a HELLO asking for `want` goes to, or a negative errno for the
+ * HELLO response (-EINVAL: no such shard, -ESHUTDOWN: it stopped). */
+int srv_group_pick(struct kvr_server *s, uint16_t want);
+/* Hand fd to shard `to` (not this one). 0 or -errno (fd still ours). */
+int srv_group_handoff(struct kvr_server *s, uint32_t to, int fd, const char *peer,
+		      uint64_t hello_id);
+/* Connections this shard serves changed by delta (load for ANY). */
+void srv_group_count(struct kvr_server *s, int delta);
+void srv_group_arm(struct kvr_server *s);
+/* Shards of g (1 without a group). */
+uint32_t srv_group_shards(const struct kvr_server_group *g);
+
+#endif
