@@ -4,6 +4,10 @@
  *
  *   kvring-bench --target URI --op put|get --size N[K|M|G] --sge N --batch N
  *                --depth N --seconds S [--copy] [--json FILE] [--fio]
+ *                [--conns N] [--replicas R] [--secret-file F] [--keys N]
+ *
+ * URI is a local store (mem:SIZE, file:PATH) or a cluster of kvring-server
+ * nodes (tcp://HOST:PORT[,HOST:PORT...], opened with kvr_connect).
  *
  * With no arguments it runs the quick-start demo (demo.c).
  */
@@ -14,12 +18,14 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "tools/secret_file.h"
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: kvring-bench [options]        (no options: the quick-start demo)\n"
-		"  --target URI      store: mem:SIZE or file:PATH (default %s)\n"
+		"  --target URI      mem:SIZE, file:PATH or tcp://HOST:PORT[,HOST:PORT...]\n"
+		"                    (default %s)\n"
 		"  --op put|get      operation to measure (default put); get fills the\n"
 		"                    store first and checks the bytes of one round\n"
 		"  --size N[K|M|G]   object size (default 1M)\n"
@@ -31,6 +37,11 @@ static void usage(FILE *f)
 		"  --json FILE       write the result as JSON to FILE (- for stdout)\n"
 		"  --fio             file targets: run fio with the same shape beside it\n"
 		"  --capacity N      file store capacity when it is created (default 1G)\n"
+		"  --keys N          distinct keys (default: 8 x batch x depth, fewer when\n"
+		"                    the store is small)\n"
+		"  --conns N         tcp://: connections per node (default 2)\n"
+		"  --replicas R      tcp://: copies of each object (default 1)\n"
+		"  --secret-file F   tcp://: shared secret of servers started with one\n"
 		"  --demo            run the demo (honours --seconds and --json)\n"
 		"  --help            this text\n",
 		BENCH_DEF_TARGET, BENCH_DEF_SGE, BENCH_DEF_BATCH, BENCH_DEF_DEPTH,
@@ -70,6 +81,11 @@ const char *bench_file_path(const char *uri)
 	return strncmp(uri, "file:", 5) ? NULL : uri + 5;
 }
 
+bool bench_is_remote(const char *uri)
+{
+	return !strncmp(uri, "tcp://", 6);
+}
+
 void bench_errmsg(kvr_engine *e, int rc, const char *what, const char *obj)
 {
 	const char *msg = e ? kvr_engine_errmsg(e) : "";
@@ -85,13 +101,32 @@ uint64_t bench_key_space(const struct bench_cfg *cfg, uint64_t capacity)
 	uint64_t want = (uint64_t)cfg->depth * cfg->batch * 8, fit;
 	uint64_t footprint = (cfg->size + 4095) / 4096 * 4096;
 
+	if (cfg->keys)
+		return cfg->keys;
 	if (!capacity)
 		return want;
 	fit = capacity / footprint / 2;
 	return want < fit ? want : fit;
 }
 
-int bench_env_open(struct bench_env *env, const char *uri, uint64_t capacity, uint32_t objects)
+/* A remote target: the cluster named by uri, with the run's options. */
+static int connect_remote(struct bench_env *env, const char *uri, const struct bench_cfg *remote)
+{
+	struct kvr_connect_opts co;
+
+	memset(&co, 0, sizeof(co));
+	co.size = sizeof(co);
+	if (remote) {
+		co.conns = remote->conns;
+		co.replicas = remote->replicas;
+		co.secret = remote->secret;
+		co.secret_len = remote->secret_len;
+	}
+	return kvr_connect(env->e, uri, &co, &env->t);
+}
+
+int bench_env_open(struct bench_env *env, const char *uri, uint64_t capacity, uint32_t objects,
+		   const struct bench_cfg *remote)
 {
 	struct kvr_engine_opts eo;
 	struct kvr_store_opts so;
@@ -114,10 +149,14 @@ int bench_env_open(struct bench_env *env, const char *uri, uint64_t capacity, ui
 	so.size = sizeof(so);
 	if (bench_file_path(uri)) /* for mem: it would override SIZE */
 		so.capacity = capacity;
-	rc = kvr_store_open(env->e, uri, &so, &env->t);
+	if (bench_is_remote(uri))
+		rc = connect_remote(env, uri, remote);
+	else
+		rc = kvr_store_open(env->e, uri, &so, &env->t);
 	if (rc) {
 		env->t = NULL;
-		bench_errmsg(env->e, rc, "cannot open store", uri);
+		bench_errmsg(env->e, rc,
+			     bench_is_remote(uri) ? "cannot connect to" : "cannot open store", uri);
 		kvr_engine_destroy(env->e);
 		env->e = NULL;
 		return rc;
@@ -154,6 +193,10 @@ enum {
 	OPT_CAPACITY,
 	OPT_DEMO,
 	OPT_HELP,
+	OPT_KEYS,
+	OPT_CONNS,
+	OPT_REPLICAS,
+	OPT_SECRET_FILE,
 };
 
 static const struct option long_opts[] = {
@@ -170,6 +213,10 @@ static const struct option long_opts[] = {
     {"capacity", required_argument, NULL, OPT_CAPACITY},
     {"demo", no_argument, NULL, OPT_DEMO},
     {"help", no_argument, NULL, OPT_HELP},
+    {"keys", required_argument, NULL, OPT_KEYS},
+    {"conns", required_argument, NULL, OPT_CONNS},
+    {"replicas", required_argument, NULL, OPT_REPLICAS},
+    {"secret-file", required_argument, NULL, OPT_SECRET_FILE},
     {NULL, 0, NULL, 0},
 };
 
@@ -186,7 +233,7 @@ static int parse_args(int argc, char **argv, struct bench_cfg *cfg, bool *demo)
 	int c, idx;
 
 	while ((c = getopt_long(argc, argv, "", long_opts, &idx)) != -1) {
-		name = c > 0 && c <= OPT_HELP ? long_opts[c - 1].name : "";
+		name = c > 0 && c <= OPT_SECRET_FILE ? long_opts[c - 1].name : "";
 		switch (c) {
 		case OPT_TARGET:
 			cfg->target = optarg;
@@ -236,6 +283,31 @@ static int parse_args(int argc, char **argv, struct bench_cfg *cfg, bool *demo)
 		case OPT_DEMO:
 			*demo = true;
 			break;
+		case OPT_KEYS:
+			if (kvr_parse_size(optarg, &cfg->keys) || !cfg->keys ||
+			    cfg->keys > (1ull << 32))
+				return bad_value(name, optarg, "1 to 4294967296 (K, M suffixes)");
+			break;
+		case OPT_CONNS:
+			if (parse_u32(optarg, 1, 64, &cfg->conns))
+				return bad_value(name, optarg, "1 to 64");
+			break;
+		case OPT_REPLICAS:
+			if (parse_u32(optarg, 1, 255, &cfg->replicas))
+				return bad_value(name, optarg, "1 or more");
+			break;
+		case OPT_SECRET_FILE: {
+			static uint8_t secret[SECRET_FILE_MAX];
+			int rc = secret_file_read(optarg, secret, &cfg->secret_len);
+
+			if (rc) {
+				fprintf(stderr, "kvring-bench: --secret-file %s: %s\n", optarg,
+					secret_file_strerror(rc));
+				return 2;
+			}
+			cfg->secret = secret;
+			break;
+		}
 		case OPT_HELP:
 			usage(stdout);
 			exit(0);
@@ -262,9 +334,17 @@ static int parse_args(int argc, char **argv, struct bench_cfg *cfg, bool *demo)
 		fprintf(stderr, "kvring-bench: --batch x --depth is too large\n");
 		return 2;
 	}
-	if (strncmp(cfg->target, "mem:", 4) && !bench_file_path(cfg->target)) {
-		fprintf(stderr, "kvring-bench: --target '%s': expected mem:SIZE or file:PATH\n",
+	if (strncmp(cfg->target, "mem:", 4) && !bench_file_path(cfg->target) &&
+	    !bench_is_remote(cfg->target)) {
+		fprintf(stderr,
+			"kvring-bench: --target '%s': expected mem:SIZE, file:PATH or "
+			"tcp://HOST:PORT[,HOST:PORT...]\n",
 			cfg->target);
+		return 2;
+	}
+	if ((cfg->conns || cfg->replicas || cfg->secret) && !bench_is_remote(cfg->target)) {
+		fprintf(stderr, "kvring-bench: --conns, --replicas and --secret-file need a "
+				"tcp:// target\n");
 		return 2;
 	}
 	if (cfg->fio && !bench_file_path(cfg->target)) {
@@ -345,7 +425,7 @@ int main(int argc, char **argv)
 	if (cfg.seconds <= 0)
 		cfg.seconds = BENCH_DEF_SECONDS;
 
-	if (bench_env_open(&env, cfg.target, cfg.capacity, cfg.batch * cfg.depth))
+	if (bench_env_open(&env, cfg.target, cfg.capacity, cfg.batch * cfg.depth, &cfg))
 		return 1;
 	rc = workload_run(&env, &cfg, &res);
 	bench_env_close(&env);

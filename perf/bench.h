@@ -46,7 +46,7 @@ double hist_pct(const struct bench_hist *h, double p);
 
 /* What one run does. */
 struct bench_cfg {
-	const char *target; /* store URI: "mem:SIZE" or "file:PATH" */
+	const char *target; /* "mem:SIZE", "file:PATH" or "tcp://HOST:PORT[,...]" */
 	enum kvr_op op;	    /* KVR_OP_PUT or KVR_OP_GET */
 	uint64_t size;	    /* object size in bytes */
 	uint32_t sge;	    /* SGEs per object */
@@ -57,6 +57,12 @@ struct bench_cfg {
 	bool fio;	    /* run the fio reference too (file targets) */
 	uint64_t capacity;  /* file store capacity when creating (0: default) */
 	const char *json;   /* write the JSON document here (NULL: none) */
+	uint64_t keys;	    /* key space (0: derived from the capacity) */
+	/* tcp:// targets */
+	uint32_t conns;	       /* connections per node (0: the library's) */
+	uint32_t replicas;     /* copies of each object (0: 1) */
+	const uint8_t *secret; /* from --secret-file (NULL: none) */
+	size_t secret_len;
 };
 
 /* The reference measurement (fio) of a run. */
@@ -103,10 +109,12 @@ struct bench_env {
 };
 
 /* bench.c */
-int bench_env_open(struct bench_env *env, const char *uri, uint64_t capacity, uint32_t objects);
+int bench_env_open(struct bench_env *env, const char *uri, uint64_t capacity, uint32_t objects,
+		   const struct bench_cfg *remote);
 void bench_env_close(struct bench_env *env);
 uint64_t bench_key_space(const struct bench_cfg *cfg, uint64_t capacity);
 const char *bench_file_path(const char *uri);
+bool bench_is_remote(const char *uri);
 void bench_errmsg(kvr_engine *e, int rc, const char *what, const char *obj);
 
 /* workload.c: run cfg against env (fill first for get), fill *res. */
@@ -142,6 +150,13 @@ static inline uint64_t bench_now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Connections per node of a tcp:// run (0 asks for the library's default,
+ * which include/kvring.h documents as 2). */
+static inline uint32_t bench_conns(const struct bench_cfg *cfg)
+{
+	return cfg->conns ? cfg->conns : 2;
 }
 
 static inline const char *bench_op_name(enum kvr_op op)

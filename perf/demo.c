@@ -247,7 +247,7 @@ int demo_run(double seconds, const char *json)
 		const char *uri = file ? demo_store : DEMO_MEM_URI;
 		const char *name = file ? "file" : "mem";
 
-		if (bench_env_open(&env, uri, file ? DEMO_FILE_CAPACITY : 0, 256)) {
+		if (bench_env_open(&env, uri, file ? DEMO_FILE_CAPACITY : 0, 256, NULL)) {
 			failed++;
 			continue;
 		}

@@ -43,6 +43,9 @@ void report_summary(FILE *f, const struct bench_result *r)
 		c->copy ? " (copy path)" : "", r->gbps, r->ops_per_s, r->p50_us, r->p99_us,
 		r->p999_us, (unsigned long long)r->objects, r->seconds,
 		(unsigned long long)r->errors);
+	if (bench_is_remote(c->target))
+		fprintf(f, " | conns %u replicas %u", bench_conns(c),
+			c->replicas ? c->replicas : 1);
 	if (r->ref.ran)
 		fprintf(f, " | fio %.3f GB/s, %.0f ops/s, p50 %.1f p99 %.1f us, ratio %.2f",
 			r->ref.gbps, r->ref.ops_per_s, r->ref.p50_us, r->ref.p99_us,
@@ -106,6 +109,9 @@ static void json_result(FILE *f, const struct bench_result *r, const char *ind)
 		c->batch, ind, c->depth);
 	fprintf(f, "%s  \"copy\": %s,\n", ind, c->copy ? "true" : "false");
 	fprintf(f, "%s  \"keys\": %llu,\n", ind, (unsigned long long)r->keys);
+	if (bench_is_remote(c->target))
+		fprintf(f, "%s  \"conns\": %u,\n%s  \"replicas\": %u,\n", ind, bench_conns(c), ind,
+			c->replicas ? c->replicas : 1);
 	fprintf(f, "%s  \"objects\": %llu,\n", ind, (unsigned long long)r->objects);
 	fprintf(f, "%s  \"bytes\": %llu,\n", ind, (unsigned long long)r->bytes);
 	fprintf(f, "%s  \"seconds\": ", ind);
