@@ -234,7 +234,7 @@ static void srv_flush(struct kvr_flush *f)
 	s->in_flush = true;
 	srv_reap_dead(s);
 	/* Waiting requests: retry when pool room was freed (or is coming). */
-	if (s->wait_head && (s->ms->al.used != s->wait_used || s->ms->evicting != s->wait_evicting))
+	if (s->wait_head && (s->wait_state != srv_room_state(s) || s->wait_force))
 		srv_wait_retry(s);
 	if (s->sp)
 		srv_spill_flush(s);

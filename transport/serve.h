@@ -143,7 +143,8 @@ struct kvr_server {
 	/* PUTs and GETs waiting for pool room, in arrival order */
 	struct srv_req *wait_head, *wait_tail;
 	uint64_t parked_bytes, wait_bytes;
-	uint64_t wait_used, wait_evicting; /* pool state at the last retry */
+	uint64_t wait_state; /* srv_room_state() at the last retry */
+	bool wait_force;     /* retry at the next round regardless */
 	bool retrying;
 
 	struct srv_spill *sp; /* NULL without a spill store */
@@ -177,6 +178,23 @@ void srv_adopt(struct kvr_server *s, int fd, const char *peer, uint64_t hello_id
 static inline bool srv_conn_live(const struct srv_conn *c)
 {
 	return !c->conn.closing && !c->closed;
+}
+
+/*
+ * A digest of everything whose change can turn a waiting request's "no room
+ * yet" into room: bytes allocated, bytes held by victims being written,
+ * promotes and answers in flight (their extents come back or become
+ * evictable), and objects in memory (new eviction candidates). The waiting
+ * queue is retried whenever it changed since the last retry.
+ */
+static inline uint64_t srv_room_state(const struct kvr_server *s)
+{
+	uint64_t h = s->ms->al.used;
+
+	h = h * 0x9e3779b97f4a7c15ull ^ s->ms->evicting;
+	h = h * 0x9e3779b97f4a7c15ull ^ s->async;
+	h = h * 0x9e3779b97f4a7c15ull ^ s->sending;
+	return h * 0x9e3779b97f4a7c15ull ^ s->ms->ix.count;
 }
 
 /* serve_spill.c */

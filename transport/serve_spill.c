@@ -418,7 +418,7 @@ void srv_wait_add(struct kvr_server *s, struct srv_req *r)
 		s->wait_head = r;
 	s->wait_tail = r;
 	s->wait_bytes += r->need;
-	s->wait_used = UINT64_MAX; /* retry at the next round */
+	s->wait_force = true; /* retry at the next round */
 }
 
 static struct srv_req *wait_pop(struct kvr_server *s)
@@ -477,8 +477,8 @@ void srv_wait_retry(struct kvr_server *s)
 	s->retrying = false;
 	if (s->wait_head)
 		kvr_store_evict(s->ms, s->wait_bytes);
-	s->wait_used = s->ms->al.used;
-	s->wait_evicting = s->ms->evicting;
+	s->wait_state = srv_room_state(s);
+	s->wait_force = false;
 }
 
 void srv_wait_fail_all(struct kvr_server *s, int err)
