@@ -141,6 +141,21 @@ static void truncated(void **state)
 		assert_int_equal(out.opcode, 0);
 		free(heap);
 	}
+	/* A prefix that cannot start a header fails before 32 bytes. */
+	for (size_t len = 1; len < HDR; len++) {
+		uint8_t bad[HDR];
+
+		memcpy(bad, b, HDR);
+		bad[len <= 4 ? len - 1 : 0] ^= 0x20;
+		assert_int_equal(kvr_proto_decode(bad, len, NULL, &out), -EPROTO);
+		if (len > 4) {
+			memcpy(bad, b, HDR);
+			bad[4] = 2;
+			assert_int_equal(kvr_proto_decode(bad, len, NULL, &out), -EPROTONOSUPPORT);
+		}
+	}
+	assert_int_equal(kvr_proto_decode("GET / HTTP/1.1\r\n", 16, NULL, &out), -EPROTO);
+	assert_int_equal(out.opcode, 0);
 }
 
 static void bad_magic_version(void **state)

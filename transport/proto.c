@@ -117,8 +117,18 @@ int kvr_proto_decode(const void *buf, size_t len, const struct kvr_proto_limits 
 	const uint8_t *p = buf;
 	struct kvr_frame f;
 
-	if (len < KVR_PROTO_HDR_LEN)
+	if (len < KVR_PROTO_HDR_LEN) {
+		/* A prefix that cannot become a header fails now, so a peer
+		 * speaking something else is refused before it sends 32 bytes. */
+		uint8_t magic[4];
+
+		put32(magic, KVR_PROTO_MAGIC);
+		if (memcmp(p, magic, len < 4 ? len : 4))
+			return -EPROTO;
+		if (len > OFF_VERSION && p[OFF_VERSION] != KVR_PROTO_VERSION)
+			return -EPROTONOSUPPORT;
 		return -EAGAIN;
+	}
 	if (!lim)
 		lim = &kvr_proto_default_limits;
 	if (get32(p + OFF_MAGIC) != KVR_PROTO_MAGIC)

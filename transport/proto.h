@@ -70,7 +70,8 @@ static inline bool kvr_frame_is_response(const struct kvr_frame *f)
 /*
  * Validate the header at the start of buf. Returns KVR_PROTO_HDR_LEN and
  * fills *out when a complete, valid header is there; otherwise a negative
- * errno (see docs/protocol.md): -EAGAIN (len too short), -EPROTO (magic),
+ * errno (see docs/protocol.md): -EAGAIN (len too short, and the bytes so far
+ * are a valid start: magic and version are checked as far as they go), -EPROTO (magic),
  * -EPROTONOSUPPORT (version), -EBADMSG (malformed), -EMSGSIZE (a length over
  * its limit or present where none is allowed). *out is untouched on error.
  */
