@@ -201,7 +201,8 @@ struct kvr_engine {
 	bool stop;
 	bool destroying;
 	uint32_t timeout_ms;
-	uint64_t now_ns; /* cached clock, refreshed each round */
+	uint64_t now_ns;   /* cached clock, refreshed each round */
+	bool zc_no_report; /* the kernel refused IORING_SEND_ZC_REPORT_USAGE */
 
 	/* request pool */
 	struct kvr_req *pool;

@@ -6,6 +6,7 @@
  * arrive for a connection its owner has freed.
  */
 #include "transport/conn.h"
+#include "engine/compat.h"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -14,6 +15,10 @@
 #include <unistd.h>
 
 enum { RX_HDR, RX_DIRECT, RX_DISCARD };
+
+/* Zero-copy notifications reported as copied, with none reported as truly
+ * zero-copy, before a connection gives up on zero-copy sends. */
+#define ZC_COPIED_GIVE_UP 4
 enum { TX_IDLE, TX_QUEUED, TX_SENDING };
 
 /* Bytes of the current frame that must be in the staging buffer before
@@ -75,6 +80,9 @@ static void send_submit(struct kvr_conn *c, struct kvr_conn_send *s)
 	s->msg.msg_iovlen = s->niov - s->iov_off;
 	if (s->zc) {
 		io_uring_prep_sendmsg_zc(sqe, c->fd, &s->msg, MSG_WAITALL | MSG_NOSIGNAL);
+		s->report = !c->e->zc_no_report;
+		if (s->report)
+			sqe->ioprio |= IORING_SEND_ZC_REPORT_USAGE;
 		c->st.zc_sends++;
 	} else {
 		io_uring_prep_sendmsg(sqe, c->fd, &s->msg, MSG_WAITALL | MSG_NOSIGNAL);
@@ -100,6 +108,22 @@ static void send_advance(struct kvr_conn_send *s, size_t n)
 	}
 }
 
+/* A zero-copy notification told whether the kernel copied after all. */
+static void zc_usage(struct kvr_conn *c, bool copied)
+{
+	if (!copied) {
+		c->zc_real++;
+		return;
+	}
+	c->st.zc_copied++;
+	if (c->zc_ok && !c->zc_real && c->st.zc_copied >= ZC_COPIED_GIVE_UP) {
+		c->zc_ok = false;
+		kvr_log(c->e, KVR_LOG_DEBUG,
+			"%s: the kernel copies zero-copy sends on this path; plain sends from now",
+			c->name);
+	}
+}
+
 static void send_done(struct kvr_io *io, int res, uint32_t flags)
 {
 	struct kvr_conn_send *s = KVR_CONTAINER_OF(io, struct kvr_conn_send, io);
@@ -107,12 +131,22 @@ static void send_done(struct kvr_io *io, int res, uint32_t flags)
 	int fail = c->err ? c->err : -ECONNRESET;
 
 	if (flags & IORING_CQE_F_NOTIF) {
+		if (s->report)
+			zc_usage(c, (uint32_t)res & IORING_NOTIF_USAGE_ZC_COPIED);
 		if (--s->notifs == 0 && !s->in_flight)
 			send_release(s, s->iov_off == s->niov ? 0 : fail);
 		conn_put(c);
 		return;
 	}
 	s->in_flight = false;
+	if (res == -EINVAL && s->report && !(flags & IORING_CQE_F_MORE) && !c->closing) {
+		/* A kernel before 6.2 refuses the usage report: send again
+		 * without it, and never ask on this engine again. */
+		c->e->zc_no_report = true;
+		send_submit(c, s);
+		conn_put(c);
+		return;
+	}
 	if (flags & IORING_CQE_F_MORE) {
 		s->notifs++; /* the SQE stays counted until its notification */
 		c->sqes++;

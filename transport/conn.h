@@ -17,7 +17,10 @@
  * when a payload of at least zc_min bytes is in it, the sendmsg is
  * zero-copy and the frames' buffers are held until the kernel's
  * notification. Two sends may be in flight (the next is built while the
- * previous one waits for its notification).
+ * previous one waits for its notification). Where the kernel reports that
+ * it copied the "zero-copy" bytes anyway (loopback, veth, a device without
+ * scatter-gather: kernel 6.2 and later tell), the connection switches to
+ * plain sends, which then cost less for the same copy.
  */
 #ifndef KVR_CONN_H
 #define KVR_CONN_H
@@ -95,6 +98,7 @@ struct kvr_conn_send {
 	uint32_t niov, iov_off; /* iovecs built; first one not fully sent */
 	uint32_t notifs;	/* zero-copy notifications still due */
 	bool busy, zc, in_flight;
+	bool report; /* zero-copy with IORING_SEND_ZC_REPORT_USAGE */
 	struct iovec iov[KVR_CONN_IOV];
 };
 
@@ -103,6 +107,7 @@ struct kvr_conn_stats {
 	uint64_t bytes_in, bytes_out;
 	uint64_t rx_copied; /* payload bytes copied out of the staging buffer */
 	uint64_t zc_sends, plain_sends, recvs;
+	uint64_t zc_copied; /* zero-copy sends the kernel reported it copied */
 };
 
 struct kvr_conn {
@@ -126,7 +131,7 @@ struct kvr_conn {
 	struct kvr_frame rx_f;
 	uint64_t rx_left; /* payload bytes still to receive */
 	struct kvr_rx_dest rx_dst;
-	uint32_t rx_sge;     /* position in rx_dst */
+	uint32_t rx_sge; /* position in rx_dst */
 	uint64_t rx_sge_off;
 	struct msghdr rx_msg;
 	struct iovec rx_iov[KVR_MAX_SGE];
@@ -140,15 +145,17 @@ struct kvr_conn {
 	struct kvr_io conn_io;
 	struct sockaddr_storage peer;
 	socklen_t peer_len;
-	bool zc_ok; /* the ring has SENDMSG_ZC */
-	uint32_t sqes; /* SQEs of this connection in flight */
+	bool zc_ok;	  /* use SENDMSG_ZC: the ring has it, and it was not
+			     found to be copied on this path */
+	uint32_t zc_real; /* notifications that reported a true zero-copy */
+	uint32_t sqes;	  /* SQEs of this connection in flight */
 
 	struct kvr_conn_stats st;
 };
 
 /* Set up c (not yet connected). Allocates the staging buffer; 0 or -ENOMEM. */
-int kvr_conn_init(struct kvr_conn *c, kvr_engine *e, const struct kvr_conn_ops *ops,
-		  void *owner, const struct kvr_proto_limits *lim, uint32_t zc_min);
+int kvr_conn_init(struct kvr_conn *c, kvr_engine *e, const struct kvr_conn_ops *ops, void *owner,
+		  const struct kvr_proto_limits *lim, uint32_t zc_min);
 /* Free what init allocated; c must be closed (on_close ran) or never opened. */
 void kvr_conn_fini(struct kvr_conn *c);
 
