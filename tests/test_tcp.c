@@ -11,12 +11,20 @@
  *    error within the deadline, nothing hangs;
  *  - authentication: the right secret works, a wrong or missing one gets
  *    -EACCES for every object;
- *  - nobody listening: -ECONNREFUSED, fast.
+ *  - nobody listening: -ECONNREFUSED, fast;
+ *  - clients sending garbage (HTTP, random bytes, a header with a huge
+ *    length) are disconnected by the server while a well-behaved client
+ *    keeps working, bytes intact.
  */
 #include "fixtures.h"
 #include "server_proc.h"
 
+#include <arpa/inet.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -356,6 +364,88 @@ static void nobody_listening(void **state)
 	free(d);
 }
 
+/* A raw socket to the server, with a receive timeout. */
+static int raw_connect(int port)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	struct timeval tv = {.tv_sec = 10};
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	assert_true(fd >= 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+	return fd;
+}
+
+/* Whether the server closes fd (EOF or reset) within the receive timeout,
+ * reading and dropping whatever it answers first. */
+static bool closed_by_peer(int fd)
+{
+	uint8_t buf[256];
+
+	for (;;) {
+		ssize_t n = recv(fd, buf, sizeof(buf), 0);
+
+		if (n == 0 || (n < 0 && errno == ECONNRESET))
+			return true;
+		if (n < 0)
+			return false; /* timeout */
+	}
+}
+
+static void garbage_clients(void **state)
+{
+	struct kvt_server s;
+	struct kvt_done *d = calloc(1, sizeof(*d));
+	struct ctx c;
+	uint8_t junk[4096];
+	uint64_t seed = 42;
+	const size_t len = 256 << 10;
+
+	(void)state;
+	assert_int_equal(kvt_server_start(&s, (const char *[]){"--memory", "256M", NULL}), 0);
+	ctx_up(&c, s.uri, NULL);
+	batch(&c, KVR_OP_PUT, 0, 32, len, 4, 0, d);
+	for (uint32_t i = 0; i < 32; i++)
+		assert_int_equal(d->results[i], (int64_t)len);
+	for (int round = 0; round < 3; round++) {
+		int fd[3];
+		/* magic, version 1, PUT, no flags, id 7, status 0, then a key
+		 * length of 65535 and a payload length of 2^64-1 */
+		uint8_t hdr[32] = {'K', 'V', 'R', 'P', 1, 2, 0, 0, 7};
+
+		/* an HTTP request, random bytes, and a header-shaped frame whose
+		 * lengths are absurd: each connection is closed */
+		fd[0] = raw_connect(s.port);
+		assert_int_equal(write(fd[0], "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27), 27);
+		fd[1] = raw_connect(s.port);
+		for (size_t i = 0; i < sizeof(junk); i++)
+			junk[i] = (uint8_t)kvt_rand(&seed);
+		assert_int_equal(write(fd[1], junk, sizeof(junk)), (ssize_t)sizeof(junk));
+		fd[2] = raw_connect(s.port);
+		memset(hdr + 20, 0xff, 2);
+		memset(hdr + 24, 0xff, 8);
+		assert_int_equal(write(fd[2], hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
+		/* meanwhile the real client's gets go on, every byte checked */
+		batch(&c, KVR_OP_GET, 0, 32, len, 4, 0, d);
+		for (uint32_t i = 0; i < 32; i++) {
+			assert_int_equal(d->results[i], (int64_t)len);
+			assert_true(intact(&c, i, 0, len));
+		}
+		for (int k = 0; k < 3; k++) {
+			assert_true(closed_by_peer(fd[k]));
+			close(fd[k]);
+		}
+	}
+	batch(&c, KVR_OP_EXISTS, 0, 32, len, 4, 0, d);
+	for (uint32_t i = 0; i < 32; i++)
+		assert_int_equal(d->results[i], (int64_t)len);
+	ctx_down(&c);
+	assert_int_equal(kvt_server_stop(&s), 0); /* it exits cleanly, too */
+	free(d);
+}
+
 static void bad_uris(void **state)
 {
 	kvr_engine *e = kvt_engine();
@@ -397,6 +487,7 @@ int main(void)
 	    cmocka_unit_test(stalled_server_times_out),
 	    cmocka_unit_test(kill_mid_batch),
 	    cmocka_unit_test(replicas_survive_a_kill),
+	    cmocka_unit_test(garbage_clients),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
