@@ -48,15 +48,39 @@ struct kvr_flush {
 
 /* --------------------------------------------------------- registered memory */
 
+/* Per-region slots that memory listeners own (see kvr_mem_listen). */
+#define KVR_MR_EXT 2
+
 struct kvr_mr {
 	kvr_engine *e;
 	uintptr_t base;
 	size_t len;
 	unsigned flags;
-	uint32_t nfixed;   /* fixed-buffer table entries (0: plain path) */
-	uint64_t inflight; /* SGEs of in-flight batches pointing here */
-	uint16_t slot[];   /* table slot of each 1 GiB piece */
+	uint32_t nfixed;       /* fixed-buffer table entries (0: plain path) */
+	uint64_t inflight;     /* SGEs of in-flight batches pointing here */
+	void *ext[KVR_MR_EXT]; /* listener l's data in ext[l->slot] */
+	uint16_t slot[];       /* table slot of each 1 GiB piece */
 };
+
+/*
+ * A party that must know of every registered region (the RDMA transport
+ * registers each with its protection domains; CUDA staging pins). added()
+ * runs for every region already registered when the listener joins and for
+ * each one registered later; an error from it fails that kvr_mem_register
+ * (or the join) with that errno, after removed() undid the others. removed()
+ * runs when a region is deregistered and for every region when the listener
+ * leaves. Each listener owns mr->ext[slot] of every region.
+ */
+struct kvr_mem_listener {
+	int (*added)(struct kvr_mem_listener *l, struct kvr_mr *mr);
+	void (*removed)(struct kvr_mem_listener *l, struct kvr_mr *mr);
+	int slot; /* set by kvr_mem_listen */
+	struct kvr_mem_listener *next;
+};
+
+/* Join: 0, -ENOSPC (KVR_MR_EXT listeners already), or added()'s error. */
+int kvr_mem_listen(kvr_engine *e, struct kvr_mem_listener *l);
+void kvr_mem_unlisten(kvr_engine *e, struct kvr_mem_listener *l);
 
 /* An SGE resolved at submission. */
 struct kvr_sgx {
@@ -185,6 +209,20 @@ void kvr_req_done(struct kvr_req *r, int64_t res);
 
 /* ------------------------------------------------------------------ loop */
 
+/*
+ * Per-engine state of a transport (e.g. the RDMA devices it opened), found
+ * by a key the transport owns. fini() runs in kvr_engine_destroy() after
+ * every target closed and every callback ran, while the ring still works,
+ * so it may wait for its own SQEs (kvr_engine_drain). Most recent first.
+ */
+struct kvr_engine_ext {
+	const void *key;
+	void (*fini)(struct kvr_engine_ext *x);
+	struct kvr_engine_ext *next;
+};
+void kvr_engine_ext_add(kvr_engine *e, struct kvr_engine_ext *x);
+struct kvr_engine_ext *kvr_engine_ext_find(kvr_engine *e, const void *key);
+
 struct kvr_engine {
 	struct io_uring ring;
 	unsigned setup_flags;
@@ -216,6 +254,8 @@ struct kvr_engine {
 	struct kvr_timer_heap timers;
 	struct kvr_flush *flushers;
 	kvr_target *targets;
+	struct kvr_engine_ext *exts;
+	struct kvr_mem_listener *listeners;
 
 	/* registry */
 	struct kvr_mr **regions; /* sorted by base */

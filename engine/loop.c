@@ -439,6 +439,20 @@ KVR_EXPORT int kvr_engine_stats(kvr_engine *e, struct kvr_stats *out)
 	return 0;
 }
 
+void kvr_engine_ext_add(kvr_engine *e, struct kvr_engine_ext *x)
+{
+	x->next = e->exts;
+	e->exts = x;
+}
+
+struct kvr_engine_ext *kvr_engine_ext_find(kvr_engine *e, const void *key)
+{
+	for (struct kvr_engine_ext *x = e->exts; x; x = x->next)
+		if (x->key == key)
+			return x;
+	return NULL;
+}
+
 KVR_EXPORT void kvr_engine_destroy(kvr_engine *e)
 {
 	if (!e)
@@ -453,6 +467,12 @@ KVR_EXPORT void kvr_engine_destroy(kvr_engine *e)
 		e->in_poll = false;
 		while (e->done_head)
 			kvr_batches_run_done(e);
+		while (e->exts) {
+			struct kvr_engine_ext *x = e->exts;
+
+			e->exts = x->next;
+			x->fini(x);
+		}
 		/* The wake read is still armed: cancel it so the kernel is done
 		 * with wake_buf before the engine's memory goes. */
 		if (e->wake_armed) {

@@ -155,6 +155,70 @@ static bool is_mapped(uintptr_t a, size_t len)
 	return msync((void *)start, a + len - start, MS_ASYNC) == 0;
 }
 
+/* Tell the listeners before `stop` that mr is going (newest first). */
+static void notify_removed(kvr_engine *e, struct kvr_mr *mr, struct kvr_mem_listener *stop)
+{
+	for (struct kvr_mem_listener *l = e->listeners; l && l != stop; l = l->next)
+		l->removed(l, mr);
+}
+
+static int notify_added(kvr_engine *e, struct kvr_mr *mr)
+{
+	for (struct kvr_mem_listener *l = e->listeners; l; l = l->next) {
+		int rc = l->added(l, mr);
+
+		if (rc) {
+			notify_removed(e, mr, l);
+			return rc;
+		}
+	}
+	return 0;
+}
+
+int kvr_mem_listen(kvr_engine *e, struct kvr_mem_listener *l)
+{
+	bool used[KVR_MR_EXT] = {false};
+	int slot = -1;
+
+	for (struct kvr_mem_listener *o = e->listeners; o; o = o->next)
+		used[o->slot] = true;
+	for (int i = 0; i < KVR_MR_EXT && slot < 0; i++)
+		if (!used[i])
+			slot = i;
+	if (slot < 0)
+		return -ENOSPC;
+	l->slot = slot;
+	for (uint32_t i = 0; i < e->nregions; i++) {
+		int rc;
+
+		e->regions[i]->ext[slot] = NULL;
+		rc = l->added(l, e->regions[i]);
+		if (rc) {
+			while (i-- > 0)
+				l->removed(l, e->regions[i]);
+			return rc;
+		}
+	}
+	l->next = e->listeners;
+	e->listeners = l;
+	return 0;
+}
+
+void kvr_mem_unlisten(kvr_engine *e, struct kvr_mem_listener *l)
+{
+	struct kvr_mem_listener **pp = &e->listeners;
+
+	while (*pp && *pp != l)
+		pp = &(*pp)->next;
+	if (!*pp)
+		return;
+	*pp = l->next;
+	for (uint32_t i = 0; i < e->nregions; i++) {
+		l->removed(l, e->regions[i]);
+		e->regions[i]->ext[l->slot] = NULL;
+	}
+}
+
 KVR_EXPORT int kvr_mem_register(kvr_engine *e, void *addr, size_t len, unsigned flags, kvr_mr **out)
 {
 	uintptr_t a = (uintptr_t)addr;
@@ -219,6 +283,12 @@ KVR_EXPORT int kvr_mem_register(kvr_engine *e, void *addr, size_t len, unsigned 
 				strerror(-rc));
 		}
 	}
+	rc = notify_added(e, mr);
+	if (rc) {
+		release_slots(e, mr, mr->nfixed);
+		free(mr);
+		return rc;
+	}
 	memmove(&e->regions[i + 1], &e->regions[i], (e->nregions - i) * sizeof(*e->regions));
 	e->regions[i] = mr;
 	e->nregions++;
@@ -238,6 +308,7 @@ KVR_EXPORT int kvr_mem_deregister(kvr_engine *e, kvr_mr *mr)
 		;
 	if (i == e->nregions)
 		return -EINVAL;
+	notify_removed(e, mr, NULL);
 	release_slots(e, mr, mr->nfixed);
 	memmove(&e->regions[i], &e->regions[i + 1], (e->nregions - i - 1) * sizeof(*e->regions));
 	e->nregions--;

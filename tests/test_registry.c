@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* engine/registry.c: lookup, splitting, -EBUSY, and the RLIMIT_MEMLOCK error. */
+/* engine/registry.c: lookup, splitting, -EBUSY, the RLIMIT_MEMLOCK error, and
+ * memory listeners. */
 #include "fixtures.h"
 #include "engine/engine.h"
 
@@ -148,12 +149,95 @@ static void test_memlock_error(void **state)
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* A listener that counts, tags each region, and fails on request. */
+struct counting {
+	struct kvr_mem_listener l;
+	int added, removed, fail_after; /* fail the n-th added() (0: never) */
+	int tag;
+};
+
+static int cnt_added(struct kvr_mem_listener *l, struct kvr_mr *mr)
+{
+	struct counting *c = (struct counting *)l;
+
+	if (c->fail_after && c->added + 1 == c->fail_after)
+		return -EIO;
+	assert_null(mr->ext[l->slot]);
+	mr->ext[l->slot] = &c->tag;
+	c->added++;
+	return 0;
+}
+
+static void cnt_removed(struct kvr_mem_listener *l, struct kvr_mr *mr)
+{
+	struct counting *c = (struct counting *)l;
+
+	assert_ptr_equal(mr->ext[l->slot], &c->tag);
+	mr->ext[l->slot] = NULL;
+	c->removed++;
+}
+
+static void test_listeners(void **state)
+{
+	kvr_engine *e = kvt_engine();
+	uint8_t *m = kvt_alloc_mem(16 * 4096);
+	struct counting a = {.l = {.added = cnt_added, .removed = cnt_removed}};
+	struct counting b = a, c = a;
+	kvr_mr *mr[4];
+
+	(void)state;
+	assert_int_equal(kvr_mem_register(e, m, 4096, 0, &mr[0]), 0);
+	assert_int_equal(kvr_mem_register(e, m + 4 * 4096, 4096, 0, &mr[1]), 0);
+	/* joining sees the regions already there */
+	assert_int_equal(kvr_mem_listen(e, &a.l), 0);
+	assert_int_equal(a.added, 2);
+	/* a join whose added() fails undoes what it did */
+	b.fail_after = 2;
+	assert_int_equal(kvr_mem_listen(e, &b.l), -EIO);
+	assert_int_equal(b.added, 1);
+	assert_int_equal(b.removed, 1);
+	b.fail_after = 0;
+	b.added = b.removed = 0;
+	assert_int_equal(kvr_mem_listen(e, &b.l), 0);
+	assert_int_equal(b.added, 2);
+	assert_true(a.l.slot != b.l.slot);
+	/* every slot is taken */
+	assert_int_equal(kvr_mem_listen(e, &c.l), -ENOSPC);
+	/* a registration that a listener refuses fails, and the other undoes */
+	a.fail_after = 3;
+	assert_int_equal(kvr_mem_register(e, m + 8 * 4096, 4096, 0, &mr[2]), -EIO);
+	assert_int_equal(b.added - b.removed, 2);
+	assert_null(kvr_mr_find(e, m + 8 * 4096, 1));
+	a.fail_after = 0;
+	assert_int_equal(kvr_mem_register(e, m + 8 * 4096, 4096, 0, &mr[2]), 0);
+	assert_int_equal(a.added, 3);
+	assert_int_equal(b.added - b.removed, 3);
+	assert_int_equal(kvr_mem_deregister(e, mr[0]), 0);
+	assert_int_equal(a.removed, 1);
+	assert_int_equal(b.added - b.removed, 2);
+	/* leaving undoes every region */
+	kvr_mem_unlisten(e, &a.l);
+	assert_int_equal(a.added - a.removed, 0);
+	assert_int_equal(kvr_mem_listen(e, &c.l), 0);
+	assert_int_equal(c.added, 2);
+	assert_int_equal(c.l.slot, a.l.slot);
+	kvr_mem_unlisten(e, &b.l);
+	kvr_mem_unlisten(e, &c.l);
+	assert_int_equal(b.added, b.removed);
+	assert_int_equal(c.added, c.removed);
+	assert_int_equal(kvr_mem_register(e, m + 12 * 4096, 4096, 0, &mr[3]), 0);
+	assert_int_equal(c.added, 2); /* gone: no longer told */
+	kvr_engine_destroy(e);
+	kvt_free_mem(m, 16 * 4096);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_lookup),
 	    cmocka_unit_test(test_large_region_split),
 	    cmocka_unit_test(test_memlock_error),
+	    cmocka_unit_test(test_listeners),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
