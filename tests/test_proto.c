@@ -321,12 +321,79 @@ static void payload_not_allowed(void **state)
 
 static struct kvr_hello hello(uint8_t auth_len)
 {
-	struct kvr_hello h = {.version_min = 1, .version_max = 3, .features = 0xabcdef0123ull};
+	struct kvr_hello h = {
+	    .version_min = 1, .version_max = 3, .features = 0xabcdef0121ull}; /* no RDMA bit */
 
 	h.auth_len = auth_len;
 	for (int i = 0; i < KVR_PROTO_MAX_AUTH; i++)
 		h.auth[i] = (uint8_t)(i * 7 + 1);
 	return h;
+}
+
+static void hello_rdma(void **state)
+{
+	uint8_t b[KVR_PROTO_HELLO_MAX], c[KVR_PROTO_HELLO_MAX];
+	struct kvr_hello h = hello(KVR_PROTO_NONCE_LEN), out;
+	const struct kvr_hello_rdma good = {
+	    .gid = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1},
+	    .qpn = 0x123456,
+	    .psn = 0xabcdef,
+	    .lid = 7,
+	    .mtu = 3,
+	    .rd_atomic = 16,
+	    .depth = 128,
+	    .max_desc = 256,
+	    .slot = 8192,
+	};
+	int n;
+
+	(void)state;
+	h.features = KVR_PROTO_FEAT_RDMA;
+	h.rdma = good;
+	n = kvr_proto_hello_encode(b, sizeof(b), &h);
+	assert_int_equal(n, KVR_PROTO_HELLO_FIXED + KVR_PROTO_NONCE_LEN + KVR_PROTO_HELLO_RDMA);
+	assert_int_equal(kvr_proto_hello_encode(b, (size_t)n - 1, &h), -EMSGSIZE);
+	assert_int_equal(kvr_proto_hello_decode(b, (size_t)n, &out), n);
+	assert_memory_equal(&out.rdma, &good, sizeof(good));
+	assert_int_equal(out.auth_len, KVR_PROTO_NONCE_LEN);
+	/* the block is required with the bit, and forbidden without it */
+	assert_int_equal(kvr_proto_hello_decode(b, (size_t)n - KVR_PROTO_HELLO_RDMA, &out),
+			 -EBADMSG);
+	memcpy(c, b, (size_t)n);
+	c[8] &= (uint8_t)~KVR_PROTO_FEAT_RDMA;
+	assert_int_equal(kvr_proto_hello_decode(c, (size_t)n, &out), -EBADMSG);
+	/* out-of-range fields: qpn and psn over 24 bits, MTU, depth, counts */
+	for (int k = 0; k < 8; k++) {
+		h.rdma = good;
+		switch (k) {
+		case 0:
+			h.rdma.qpn = 1u << 24;
+			break;
+		case 1:
+			h.rdma.psn = 1u << 24;
+			break;
+		case 2:
+			h.rdma.mtu = 0;
+			break;
+		case 3:
+			h.rdma.mtu = 6;
+			break;
+		case 4:
+			h.rdma.depth = 0;
+			break;
+		case 5:
+			h.rdma.max_desc = 0;
+			break;
+		case 6:
+			h.rdma.slot = 1023;
+			break;
+		default:
+			h.rdma.slot = (1u << 20) + 1;
+			break;
+		}
+		assert_int_equal(kvr_proto_hello_encode(c, sizeof(c), &h), n);
+		assert_int_equal(kvr_proto_hello_decode(c, (size_t)n, &out), -EBADMSG);
+	}
 }
 
 static void hello_body(void **state)
@@ -535,6 +602,7 @@ int main(void)
 	    cmocka_unit_test(payload_limits),
 	    cmocka_unit_test(payload_not_allowed),
 	    cmocka_unit_test(hello_body),
+	    cmocka_unit_test(hello_rdma),
 	    cmocka_unit_test(ids_basic),
 	    cmocka_unit_test(ids_model),
 	    cmocka_unit_test(fuzz_headers),

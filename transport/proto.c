@@ -203,6 +203,17 @@ size_t kvr_proto_encode(void *buf, const struct kvr_frame *f)
 #define H_FEATURES 8
 #define H_AUTHLEN  16
 #define H_AUTH	   KVR_PROTO_HELLO_FIXED
+/* the RDMA block, after the auth bytes */
+#define R_GID	   0
+#define R_QPN	   16
+#define R_PSN	   20
+#define R_LID	   24
+#define R_MTU	   26
+#define R_RDATOMIC 27
+#define R_DEPTH	   28
+#define R_MAXDESC  30
+#define R_SLOT	   32
+_Static_assert(R_SLOT + 4 == KVR_PROTO_HELLO_RDMA, "RDMA hello block size");
 
 static bool versions_ok(uint16_t vmin, uint16_t vmax)
 {
@@ -219,6 +230,8 @@ int kvr_proto_hello_encode(void *buf, size_t cap, const struct kvr_hello *h)
 	if (!versions_ok(h->version_min, h->version_max))
 		return -EBADMSG;
 	need = KVR_PROTO_HELLO_FIXED + (size_t)h->auth_len;
+	if (h->features & KVR_PROTO_FEAT_RDMA)
+		need += KVR_PROTO_HELLO_RDMA;
 	if (cap < need)
 		return -EMSGSIZE;
 	put16(p + H_VMIN, h->version_min);
@@ -228,7 +241,38 @@ int kvr_proto_hello_encode(void *buf, size_t cap, const struct kvr_hello *h)
 	put64(p + H_FEATURES, h->features);
 	p[H_AUTHLEN] = h->auth_len;
 	memcpy(p + H_AUTH, h->auth, h->auth_len);
+	if (h->features & KVR_PROTO_FEAT_RDMA) {
+		uint8_t *q = p + H_AUTH + h->auth_len;
+		const struct kvr_hello_rdma *r = &h->rdma;
+
+		memcpy(q + R_GID, r->gid, sizeof(r->gid));
+		put32(q + R_QPN, r->qpn);
+		put32(q + R_PSN, r->psn);
+		put16(q + R_LID, r->lid);
+		q[R_MTU] = r->mtu;
+		q[R_RDATOMIC] = r->rd_atomic;
+		put16(q + R_DEPTH, r->depth);
+		put16(q + R_MAXDESC, r->max_desc);
+		put32(q + R_SLOT, r->slot);
+	}
 	return (int)need;
+}
+
+static int rdma_decode(const uint8_t *q, struct kvr_hello_rdma *r)
+{
+	memcpy(r->gid, q + R_GID, sizeof(r->gid));
+	r->qpn = get32(q + R_QPN);
+	r->psn = get32(q + R_PSN);
+	r->lid = get16(q + R_LID);
+	r->mtu = q[R_MTU];
+	r->rd_atomic = q[R_RDATOMIC];
+	r->depth = get16(q + R_DEPTH);
+	r->max_desc = get16(q + R_MAXDESC);
+	r->slot = get32(q + R_SLOT);
+	if (r->qpn > 0xffffff || r->psn > 0xffffff || r->mtu < 1 || r->mtu > 5 || !r->depth ||
+	    !r->max_desc || r->slot < 1024 || r->slot > (1u << 20))
+		return -EBADMSG;
+	return 0;
 }
 
 int kvr_proto_hello_decode(const void *buf, size_t len, struct kvr_hello *out)
@@ -241,7 +285,8 @@ int kvr_proto_hello_decode(const void *buf, size_t len, struct kvr_hello *out)
 	alen = p[H_AUTHLEN];
 	if (alen > KVR_PROTO_MAX_AUTH)
 		return -EMSGSIZE;
-	if (len != KVR_PROTO_HELLO_FIXED + (size_t)alen)
+	if (len != KVR_PROTO_HELLO_FIXED + (size_t)alen +
+		       (get64(p + H_FEATURES) & KVR_PROTO_FEAT_RDMA ? KVR_PROTO_HELLO_RDMA : 0))
 		return -EBADMSG;
 	if (!versions_ok(get16(p + H_VMIN), get16(p + H_VMAX)))
 		return -EBADMSG;
@@ -254,6 +299,8 @@ int kvr_proto_hello_decode(const void *buf, size_t len, struct kvr_hello *out)
 	out->features = get64(p + H_FEATURES);
 	out->auth_len = alen;
 	memcpy(out->auth, p + H_AUTH, alen);
+	if ((out->features & KVR_PROTO_FEAT_RDMA) && rdma_decode(p + H_AUTH + alen, &out->rdma))
+		return -EBADMSG;
 	return (int)len;
 }
 

@@ -22,10 +22,12 @@
 #define KVR_PROTO_MAX_PAYLOAD (16ull << 30)
 #define KVR_PROTO_MAX_HELLO   4096u
 
-/* Hello body: fixed part, then up to KVR_PROTO_MAX_AUTH bytes of auth tag. */
+/* Hello body: fixed part, then up to KVR_PROTO_MAX_AUTH bytes of auth tag,
+ * then (KVR_PROTO_FEAT_RDMA) the queue pair block. */
 #define KVR_PROTO_HELLO_FIXED 17
 #define KVR_PROTO_MAX_AUTH    64
-#define KVR_PROTO_HELLO_MAX   (KVR_PROTO_HELLO_FIXED + KVR_PROTO_MAX_AUTH)
+#define KVR_PROTO_HELLO_RDMA  36
+#define KVR_PROTO_HELLO_MAX   (KVR_PROTO_HELLO_FIXED + KVR_PROTO_MAX_AUTH + KVR_PROTO_HELLO_RDMA)
 
 enum kvr_proto_op {
 	KVR_PROTO_OP_HELLO = 1,
@@ -87,6 +89,23 @@ enum {
 	/* Response: the server wants authentication; auth holds a nonce the
 	 * client answers in a second HELLO with HMAC-SHA256(secret, nonce). */
 	KVR_PROTO_FEAT_AUTH = 1u << 0,
+	/* Both ways: requests and answers travel over an RDMA queue pair
+	 * whose address follows the auth bytes (struct kvr_hello_rdma); this
+	 * connection stays open as its control channel. */
+	KVR_PROTO_FEAT_RDMA = 1u << 1,
+};
+
+/* How to reach one side's RC queue pair (docs/protocol.md, "RDMA"). */
+struct kvr_hello_rdma {
+	uint8_t gid[16];
+	uint32_t qpn;
+	uint32_t psn;	   /* first packet sequence number (24 bits) */
+	uint16_t lid;	   /* InfiniBand local id (0 on RoCE) */
+	uint8_t mtu;	   /* enum ibv_mtu of the port (1..5) */
+	uint8_t rd_atomic; /* RDMA READs it accepts in flight (responder) */
+	uint16_t depth;	   /* messages the other side may have outstanding */
+	uint16_t max_desc; /* descriptors per request it accepts */
+	uint32_t slot;	   /* largest message it receives, in bytes */
 };
 
 /* Shard a client asks for when it does not care which. */
@@ -107,14 +126,16 @@ struct kvr_hello {
 	uint64_t features;
 	uint8_t auth_len; /* 0 (no auth) .. KVR_PROTO_MAX_AUTH */
 	uint8_t auth[KVR_PROTO_MAX_AUTH];
+	struct kvr_hello_rdma rdma; /* with KVR_PROTO_FEAT_RDMA */
 };
 
 /* Returns bytes written, -EMSGSIZE (auth_len over the limit or cap short)
  * or -EBADMSG (empty or inverted version range). */
 int kvr_proto_hello_encode(void *buf, size_t cap, const struct kvr_hello *h);
 /* buf/len is exactly the HELLO payload. Returns len, -EMSGSIZE (auth tag
- * over the limit) or -EBADMSG (short, trailing bytes, reserved bits set,
- * empty or inverted version range). */
+ * over the limit) or -EBADMSG (short, trailing bytes, empty or inverted
+ * version range, an RDMA block with an MTU, depth, descriptor count or
+ * slot size out of range). */
 int kvr_proto_hello_decode(const void *buf, size_t len, struct kvr_hello *out);
 
 /*
