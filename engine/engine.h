@@ -40,10 +40,13 @@ struct kvr_io {
 };
 
 /* Called once per loop round just before the ring is submitted (e.g. to
- * write a log block that collected this round's records). */
+ * write a log block that collected this round's records). Late flushers run
+ * after all others, so they see what the others queued (e.g. posting the
+ * round's RDMA work requests). */
 struct kvr_flush {
 	void (*fn)(struct kvr_flush *f);
 	struct kvr_flush *next;
+	bool late;
 };
 
 /* --------------------------------------------------------- registered memory */
@@ -282,6 +285,8 @@ void kvr_notify(kvr_engine *e);
 /* Submit and wait for completions, dispatching I/O completions but running no
  * user callbacks, until *cond becomes 0. For close paths. Returns 0 or -errno. */
 int kvr_engine_drain(kvr_engine *e, const uint64_t *cond);
+/* The same, giving up with -ETIMEDOUT after timeout_ms (0: never). */
+int kvr_engine_drain_timeout(kvr_engine *e, const uint64_t *cond, uint32_t timeout_ms);
 void kvr_flush_add(kvr_engine *e, struct kvr_flush *f);
 void kvr_flush_del(kvr_engine *e, struct kvr_flush *f);
 uint64_t kvr_now_ns(void);

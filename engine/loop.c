@@ -196,7 +196,11 @@ static void reap(kvr_engine *e)
 static void run_flushers(kvr_engine *e)
 {
 	for (struct kvr_flush *f = e->flushers; f; f = f->next)
-		f->fn(f);
+		if (!f->late)
+			f->fn(f);
+	for (struct kvr_flush *f = e->flushers; f; f = f->next)
+		if (f->late)
+			f->fn(f);
 }
 
 /* Submit what is queued and collect what the kernel has finished. With a
@@ -391,20 +395,30 @@ KVR_EXPORT int kvr_engine_fd(kvr_engine *e)
 	return e ? e->notify_fd : -EINVAL;
 }
 
-int kvr_engine_drain(kvr_engine *e, const uint64_t *cond)
+int kvr_engine_drain_timeout(kvr_engine *e, const uint64_t *cond, uint32_t timeout_ms)
 {
 	bool was = e->in_poll;
+	uint64_t end = timeout_ms ? kvr_now_ns() + (uint64_t)timeout_ms * 1000000ull : 0;
 	int rc = 0;
 
 	e->in_poll = true;
 	while (*cond) {
-		rc = submit_and_reap(e, 100000000); /* 100 ms slices */
+		if (end && kvr_now_ns() >= end) {
+			rc = -ETIMEDOUT;
+			break;
+		}
+		rc = submit_and_reap(e, end ? 10000000 : 100000000); /* 10 / 100 ms slices */
 		if (rc < 0)
 			break;
 		kvr_timer_run(&e->timers, e->now_ns);
 	}
 	e->in_poll = was;
 	return rc;
+}
+
+int kvr_engine_drain(kvr_engine *e, const uint64_t *cond)
+{
+	return kvr_engine_drain_timeout(e, cond, 0);
 }
 
 void kvr_flush_add(kvr_engine *e, struct kvr_flush *f)
