@@ -182,6 +182,10 @@ struct kvr_stats {
 	uint64_t plain_ios;		      /* I/Os using plain addresses */
 	uint64_t submits;		      /* io_uring_enter calls that submitted */
 	uint64_t cq_overflows;		      /* rounds that found the CQ overflowed */
+	uint64_t rdma_wrs;		      /* RDMA: send work requests posted */
+	uint64_t rdma_posts;		      /* RDMA: doorbells (ibv_post_send calls) */
+	uint64_t rdma_wcs;		      /* RDMA: work completions reaped */
+	uint64_t rdma_cq_events;	      /* RDMA: completion channel wake-ups */
 	uint64_t objects;		      /* target: objects stored now */
 	uint64_t used_bytes;		      /* target: bytes of capacity in use now */
 	uint64_t capacity_bytes;	      /* target: capacity */

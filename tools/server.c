@@ -6,7 +6,7 @@
  * one listening address.
  *
  * Prints exactly one line to stdout once it listens:
- *   kvring-server: listening tcp://HOST:PORT
+ *   kvring-server: listening tcp://HOST:PORT   (or rdma://HOST:PORT)
  * and logs to stderr as "TIME LEVEL SHARD MESSAGE". SIGTERM or SIGINT stops
  * it cleanly: requests in flight are answered (up to 5 s), file stores
  * write their index, and the exit status is 0.
@@ -63,8 +63,12 @@ static int quit; /* set by the main thread, read by the shards */
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: kvring-server [options]\n"
-		   "  --listen tcp://HOST:PORT  address to serve (default tcp://127.0.0.1:7700;\n"
-		   "                            port 0 picks a free one)\n"
+		   "  --listen URI              tcp://HOST:PORT, or rdma://HOST:PORT[?dev=NAME\n"
+		   "                            &gid=N] to serve RDMA clients too (their\n"
+		   "                            requests over queue pairs, set up over this TCP\n"
+		   "                            address; TCP clients are served as well)\n"
+		   "                            (default tcp://127.0.0.1:7700; port 0 picks a\n"
+		   "                            free one)\n"
 		   "  --memory SIZE             memory pool, split across threads (default 1G)\n"
 		   "  --file PATH               spill evicted objects to this file or block\n"
 		   "                            device (PATH.<i> per thread when --threads > 1)\n"
@@ -157,8 +161,10 @@ static void parse_args(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
-			if (strncmp(optarg, "tcp://", 6) != 0)
-				die_usage("--listen wants tcp://HOST:PORT, not '%s'", optarg);
+			if (strncmp(optarg, "tcp://", 6) != 0 && strncmp(optarg, "rdma://", 7) != 0)
+				die_usage("--listen wants tcp://HOST:PORT or "
+					  "rdma://HOST:PORT[?dev=NAME&gid=N], not '%s'",
+					  optarg);
 			cfg.listen = optarg;
 			break;
 		case 'm':

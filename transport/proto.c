@@ -12,6 +12,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -438,5 +439,40 @@ int kvr_proto_ids_remove(struct kvr_proto_ids *s, uint64_t id)
 	}
 	s->used[hole] = 0;
 	s->count--;
+	return 0;
+}
+
+/* ------------------------------------------------------------ rdma URIs */
+
+int kvr_proto_rdma_opts(const char *q, char *dev, size_t devcap, int *gid, char *msg, size_t msgcap)
+{
+	while (*q) {
+		const char *end = strchr(q, '&');
+		size_t len = end ? (size_t)(end - q) : strlen(q);
+
+		if (len > 4 && !strncmp(q, "dev=", 4) && len - 4 < devcap) {
+			memcpy(dev, q + 4, len - 4);
+			dev[len - 4] = 0;
+		} else if (len > 4 && len <= 7 && !strncmp(q, "gid=", 4)) {
+			unsigned v = 0;
+
+			for (size_t i = 4; i < len; i++) {
+				if (q[i] < '0' || q[i] > '9')
+					goto bad;
+				v = v * 10 + (unsigned)(q[i] - '0');
+			}
+			if (v > 255)
+				goto bad;
+			*gid = (int)v;
+		} else {
+			goto bad;
+		}
+		q += len + (end ? 1 : 0);
+		continue;
+	bad:
+		snprintf(msg, msgcap, "bad rdma:// option '%.*s' (want dev=NAME, gid=0..255)",
+			 (int)len, q);
+		return -EINVAL;
+	}
 	return 0;
 }

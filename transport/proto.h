@@ -154,6 +154,14 @@ bool kvr_proto_auth_check(const void *secret, size_t secret_len,
 int kvr_proto_nonce(uint8_t nonce[KVR_PROTO_NONCE_LEN]);
 
 /*
+ * The options of an rdma:// URI after its '?': "dev=NAME" (the verbs device,
+ * under devcap bytes) and "gid=N" (GID index 0..255), joined by '&'. *gid
+ * is left alone unless given. 0, or -EINVAL with a message in msg.
+ */
+int kvr_proto_rdma_opts(const char *q, char *dev, size_t devcap, int *gid, char *msg,
+			size_t msgcap);
+
+/*
  * Request ids in flight on one connection, to reject a duplicate before it
  * can confuse response matching. Open addressing with linear probing and
  * backward-shift deletion (no tombstones, so the table never degrades).

@@ -210,6 +210,13 @@ void kvr_rmsg_encode_hdr(void *buf, const struct kvr_rmsg *m)
 	put64(p + O_PAYLOAD, m->payload_len);
 }
 
+void kvr_rmsg_put_desc(uint8_t *p, const struct kvr_rdesc *d)
+{
+	put64(p, d->addr);
+	put32(p + 8, d->rkey);
+	put32(p + 12, d->len);
+}
+
 int kvr_rmsg_encode(void *buf, size_t cap, const struct kvr_rmsg *m, const struct kvr_rdesc *desc,
 		    const void *inl)
 {
@@ -223,11 +230,8 @@ int kvr_rmsg_encode(void *buf, size_t cap, const struct kvr_rmsg *m, const struc
 	if (m->key_len)
 		memcpy(p, m->key, m->key_len);
 	p += m->key_len;
-	for (uint32_t i = 0; i < m->ndesc; i++, p += KVR_RMSG_DESC) {
-		put64(p, desc[i].addr);
-		put32(p + 8, desc[i].rkey);
-		put32(p + 12, desc[i].len);
-	}
+	for (uint32_t i = 0; i < m->ndesc; i++, p += KVR_RMSG_DESC)
+		kvr_rmsg_put_desc(p, &desc[i]);
 	if (inl && m->payload_len)
 		memcpy(p, inl, m->payload_len);
 	return (int)need;

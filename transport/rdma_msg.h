@@ -98,6 +98,9 @@ static inline size_t kvr_rmsg_size(uint16_t key_len, uint32_t ndesc, uint64_t in
 	return KVR_RMSG_HDR_LEN + key_len + (size_t)ndesc * KVR_RMSG_DESC + inl;
 }
 
+/* Write descriptor d at p (KVR_RMSG_DESC bytes). */
+void kvr_rmsg_put_desc(uint8_t *p, const struct kvr_rdesc *d);
+
 /* Write just the header (for a message whose key and inline bytes are
  * gathered from elsewhere by the SEND's scatter list). */
 void kvr_rmsg_encode_hdr(void *buf, const struct kvr_rmsg *m);

@@ -117,15 +117,38 @@ static void accept_done(struct kvr_io *io, int res, uint32_t flags)
 		arm_accept(s);
 }
 
-/* "tcp://HOST:PORT" (HOST empty: loopback; IPv6 in brackets). */
-static int parse_uri(const char *uri, char *host, size_t hcap, char *port, size_t pcap)
+/* "tcp://HOST:PORT" or "rdma://HOST:PORT[?dev=NAME&gid=N]" (HOST empty:
+ * loopback; IPv6 in brackets). An rdma:// listener serves TCP clients too. */
+static int parse_uri(struct kvr_server *s, const char *uri, char *host, size_t hcap, char *port,
+		     size_t pcap)
 {
-	const char *h, *colon;
+	char buf[320];
+	const char *h, *colon, *q;
 	size_t hl;
 
-	if (strncmp(uri, "tcp://", 6) != 0)
+	if (!strncmp(uri, "rdma://", 7)) {
+		char msg[160];
+
+		s->rdma = true;
+		s->rdma_gid = -1;
+		q = strchr(uri, '?');
+		if (strlen(uri) >= sizeof(buf))
+			return -EINVAL;
+		snprintf(buf, sizeof(buf), "%s", uri + 7);
+		if (q) {
+			buf[q - uri - 7] = 0;
+			if (kvr_proto_rdma_opts(q + 1, s->rdma_dev, sizeof(s->rdma_dev),
+						&s->rdma_gid, msg, sizeof(msg))) {
+				kvr_set_errmsg(s->e, "%s", msg);
+				return -EINVAL;
+			}
+		}
+		h = buf;
+	} else if (!strncmp(uri, "tcp://", 6)) {
+		h = uri + 6;
+	} else {
 		return -EINVAL;
-	h = uri + 6;
+	}
 	if (*h == '[') {
 		const char *end = strchr(h, ']');
 
@@ -165,10 +188,14 @@ static int do_listen(struct kvr_server *s, const char *uri)
 				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
 	struct addrinfo *ai = NULL;
 	char host[256], port[8];
-	int rc = parse_uri(uri, host, sizeof(host), port, sizeof(port));
+	int rc = parse_uri(s, uri, host, sizeof(host), port, sizeof(port));
 
 	if (rc) {
-		kvr_set_errmsg(s->e, "bad listen URI '%s' (want tcp://HOST:PORT)", uri);
+		if (!kvr_engine_errmsg(s->e)[0])
+			kvr_set_errmsg(s->e,
+				       "bad listen URI '%s' (want tcp://HOST:PORT or "
+				       "rdma://HOST:PORT[?dev=NAME&gid=N])",
+				       uri);
 		return rc;
 	}
 	rc = getaddrinfo(host, port, &hints, &ai);
@@ -347,6 +374,8 @@ KVR_EXPORT int kvr_serve(kvr_engine *e, const char *uri, kvr_target *store,
 	kvr_flush_add(e, &s->flush);
 	if (uri)
 		rc = do_listen(s, uri);
+	if (!rc && s->rdma)
+		rc = srv_rdma_setup(s);
 	if (!rc && o.spill)
 		rc = srv_spill_init(s, o.spill);
 	if (!rc)
@@ -363,8 +392,9 @@ KVR_EXPORT int kvr_serve(kvr_engine *e, const char *uri, kvr_target *store,
 		char a[80];
 
 		sa_str(&s->laddr, a, sizeof(a));
-		kvr_log(e, KVR_LOG_INFO, "serving tcp://%s shard=%u shards=%u%s%s", a, s->shard,
-			s->shards, s->secret ? " auth" : "", s->sp ? " spill" : "");
+		kvr_log(e, KVR_LOG_INFO, "serving %s://%s shard=%u shards=%u%s%s",
+			s->rdma ? "rdma" : "tcp", a, s->shard, s->shards, s->secret ? " auth" : "",
+			s->sp ? " spill" : "");
 	} else {
 		kvr_log(e, KVR_LOG_INFO, "serving shard=%u shards=%u%s", s->shard, s->shards,
 			s->sp ? " spill" : "");
@@ -384,7 +414,7 @@ KVR_EXPORT int kvr_server_addr(kvr_server *s, char *buf, size_t len)
 		return 0;
 	}
 	sa_str(&s->laddr, a, sizeof(a));
-	return snprintf(buf, len, "tcp://%s", a);
+	return snprintf(buf, len, "%s://%s", s->rdma ? "rdma" : "tcp", a);
 }
 
 KVR_EXPORT int kvr_server_stats_json(kvr_server *s, char *buf, size_t len)

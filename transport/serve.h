@@ -17,6 +17,7 @@
 #include <pthread.h>
 
 #include "transport/conn.h"
+#include "transport/rdma_types.h"
 #include "transport/store.h"
 
 /* Requests one connection may have in flight (ids not yet answered). A
@@ -31,6 +32,7 @@
 
 struct srv_conn;
 struct srv_spill;
+struct rdma_dev;
 
 enum srv_conn_state {
 	CS_HELLO,   /* waiting for the first HELLO */
@@ -67,11 +69,18 @@ struct srv_req {
 	int32_t status;
 	uint8_t op;
 	uint8_t state;
-	bool has_id;			   /* id is in the connection's in-flight set */
-	bool sending;			   /* GET answer from the pool: counted in
-					      the server's `sending` */
-	bool found;			   /* REMOVE: found in memory or in flight to the spill */
-	int close_after;		   /* close the connection with this once sent (<0) */
+	bool has_id;	 /* id is in the connection's in-flight set */
+	bool sending;	 /* GET answer from the pool: counted in
+			    the server's `sending` */
+	bool found;	 /* REMOVE: found in memory or in flight to the spill */
+	int close_after; /* close the connection with this once sent (<0) */
+	bool remote;	 /* PUT over RDMA waiting for room: the payload
+			    is still in the client's memory */
+	bool rslot_held; /* RDMA: rslot holds the request message */
+	uint32_t rslot;
+	uint64_t out_len;		   /* RDMA: the answer's payload bytes */
+	struct rdma_wr wr;		   /* RDMA: READs done (PUT), answer sent */
+	struct rdma_pending pend;	   /* RDMA: waiting for send queue room */
 	uint8_t body[KVR_PROTO_HELLO_MAX]; /* HELLO / EXISTS response body */
 };
 
@@ -86,6 +95,8 @@ struct srv_conn {
 	bool draining;	     /* server closing: close once every slot is back */
 	uint32_t handoff_to; /* CS_HANDOFF: the shard taking it */
 	int handoff_fd;
+	bool handoff_rdma; /* the HELLO asked for a queue pair */
+	struct kvr_hello_rdma handoff_qp;
 	uint64_t hello_id;
 	uint8_t nonce[KVR_PROTO_NONCE_LEN];
 	struct srv_req *rx_req; /* the request whose large payload is arriving */
@@ -93,7 +104,11 @@ struct srv_conn {
 	uint32_t busy; /* slots in use */
 	struct srv_req **chunks;
 	uint32_t nchunks;
-	uint64_t seen_bytes; /* bytes_in at the last idle check */
+	struct rdma_chan *ch; /* RDMA: requests and answers travel here */
+	bool rx_rslot_valid;  /* RDMA: a request message is being handled */
+	uint32_t rx_rslot;    /* ... in this receive slot */
+	const void *rx_rmsg;  /* ... decoded (struct kvr_rmsg) */
+	uint64_t seen_bytes;  /* bytes_in at the last idle check */
 	uint64_t progress_ns;
 	char peer[64];
 	char name[80];
@@ -105,6 +120,10 @@ struct srv_handoff {
 	int fd;
 	uint64_t hello_id;
 	char peer[64];
+	bool rdma; /* the client asked for a queue pair: its address */
+	struct kvr_hello_rdma qp;
+	char dev[64]; /* the listener's device and GID index */
+	int gid;
 };
 
 struct srv_counters {
@@ -122,6 +141,11 @@ struct kvr_server {
 	struct kvr_server_group *g;
 	uint32_t shard, shards;
 	bool closing;
+	bool rdma;		 /* serves RDMA clients too (rdma:// listener, or a
+				    shard of a group whose listener is one) */
+	char rdma_dev[64];	 /* "" for the first active device */
+	int rdma_gid;		 /* -1: the device's default */
+	struct rdma_dev *rdma_d; /* opened on first use */
 
 	/* listening (shard 0 / alone) */
 	int lfd;
@@ -172,8 +196,10 @@ void srv_release(struct srv_req *r);
 int64_t srv_alloc(struct kvr_server *s, uint64_t len);
 /* Answer a GET from entry en (a reference the response now owns). */
 void srv_send_entry(struct srv_req *r, struct kvr_entry *en);
-/* Adopt fd as a connection of this shard and send the HELLO response. */
-void srv_adopt(struct kvr_server *s, int fd, const char *peer, uint64_t hello_id);
+/* Adopt fd as a connection of this shard and send the HELLO response (qp:
+ * the client's queue pair when it asked for RDMA, else NULL). */
+void srv_adopt(struct kvr_server *s, int fd, const char *peer, uint64_t hello_id,
+	       const struct kvr_hello_rdma *qp);
 /* Whether a connection can still take a response. */
 static inline bool srv_conn_live(const struct srv_conn *c)
 {
@@ -241,8 +267,34 @@ void srv_conn_check_idle(struct srv_conn *c, uint64_t now_ns);
 void srv_reap_dead(struct kvr_server *s);
 /* Server closing: close c now or once its requests are answered. */
 void srv_conn_drain(struct srv_conn *c);
-/* Answer a handed-over connection's HELLO. */
-void srv_conn_hello_ok(struct srv_conn *c);
+/* Answer a HELLO that was accepted (qp: the client's queue pair when it
+ * asked for RDMA: ours is made and connected first). */
+void srv_conn_hello_ok(struct srv_conn *c, const struct kvr_hello_rdma *qp);
+/* A request (TCP frame, or RDMA message made into one): see on_frame. */
+int srv_conn_request(struct srv_conn *c, const struct kvr_frame *f, const uint8_t *key,
+		     const uint8_t *small, struct kvr_rx_dest *dst);
+/* The large payload of PUT r is in place (or was discarded). */
+void srv_conn_payload(struct srv_conn *c, struct srv_req *r);
+/* The transport is done with c (TCP closed, and the queue pair drained). */
+void srv_conn_finished(struct srv_conn *c);
+
+/* serve_rdma.c (without libibverbs: refuses, and the rest is never called) */
+/* Open the server's device (kvr_serve of an rdma:// listener). 0 or -errno. */
+int srv_rdma_setup(struct kvr_server *s);
+/* Make c's queue pair and connect it to the client's; *ours for the HELLO
+ * response. 0 or -errno. */
+int srv_rdma_open(struct srv_conn *c, const struct kvr_hello_rdma *peer,
+		  struct kvr_hello_rdma *ours);
+/* Send r's answer over c's queue pair (srv_respond for RDMA connections). */
+void srv_rdma_respond(struct srv_req *r, const struct kvr_frame *f, const struct kvr_sgx *payload);
+/* Fetch PUT r's payload from the client into r->sgx (RDMA READ); then
+ * srv_conn_payload(). */
+void srv_rdma_fetch(struct srv_req *r);
+/* c's TCP connection closed: close its queue pair; srv_conn_finished()
+ * follows once it drained. */
+void srv_rdma_close(struct srv_conn *c, int err);
+/* r no longer needs its request message: give the receive slot back. */
+void srv_rdma_unhold(struct srv_req *r);
 
 /* serve_group.c */
 int srv_group_join(struct kvr_server *s);
@@ -252,7 +304,7 @@ void srv_group_leave(struct kvr_server *s);
 int srv_group_pick(struct kvr_server *s, uint16_t want);
 /* Hand fd to shard `to` (not this one). 0 or -errno (fd still ours). */
 int srv_group_handoff(struct kvr_server *s, uint32_t to, int fd, const char *peer,
-		      uint64_t hello_id);
+		      uint64_t hello_id, const struct kvr_hello_rdma *qp);
 /* Connections this shard serves changed by delta (load for ANY). */
 void srv_group_count(struct kvr_server *s, int delta);
 void srv_group_arm(struct kvr_server *s);

@@ -134,9 +134,13 @@ static struct srv_req *slot_get(struct srv_conn *c)
 	r->has_id = false;
 	r->sending = false;
 	r->found = false;
+	r->remote = false;
 	r->close_after = 0;
-	r->len = r->need = 0;
+	r->len = r->need = r->out_len = 0;
 	r->state = RQ_SEND;
+	r->rslot_held = c->rx_rslot_valid;
+	r->rslot = c->rx_rslot;
+	c->rx_rslot_valid = false; /* the request message is this slot's now */
 	c->busy++;
 	return r;
 }
@@ -145,6 +149,8 @@ static void slot_put(struct srv_req *r)
 {
 	struct srv_conn *c = r->c;
 
+	if (r->rslot_held)
+		srv_rdma_unhold(r);
 	free(r->heap);
 	r->heap = NULL;
 	r->state = RQ_FREE;
@@ -236,6 +242,10 @@ void srv_respond(struct srv_req *r, int32_t status, const struct kvr_sgx *payloa
 		r->tx.nsge = 1;
 		f.payload_len = len;
 	}
+	if (c->ch && r->op != KVR_PROTO_OP_HELLO) {
+		srv_rdma_respond(r, &f, r->tx.nsge ? &r->sgx : NULL);
+		return;
+	}
 	kvr_conn_send(&c->conn, &r->tx, &f);
 }
 
@@ -284,7 +294,8 @@ static int ids_add(struct srv_conn *c, uint64_t id)
 
 /* -------------------------------------------------------------- handshake */
 
-static int send_hello(struct srv_conn *c, int32_t status, const uint8_t *nonce, int close_after)
+static int send_hello(struct srv_conn *c, int32_t status, const uint8_t *nonce, int close_after,
+		      const struct kvr_hello_rdma *qp)
 {
 	struct kvr_server *s = c->s;
 	struct srv_req *r = slot_get(c);
@@ -306,6 +317,10 @@ static int send_hello(struct srv_conn *c, int32_t status, const uint8_t *nonce, 
 		h.auth_len = KVR_PROTO_NONCE_LEN;
 		memcpy(h.auth, nonce, KVR_PROTO_NONCE_LEN);
 	}
+	if (qp) {
+		h.features |= KVR_PROTO_FEAT_RDMA;
+		h.rdma = *qp;
+	}
 	n = kvr_proto_hello_encode(r->body, sizeof(r->body), &h);
 	r->sgx = (struct kvr_sgx){r->body, (size_t)n, NULL};
 	srv_respond(r, status, &r->sgx, (uint64_t)n);
@@ -318,14 +333,25 @@ static int refuse(struct srv_conn *c, int err)
 	kvr_log(c->conn.e, err == -EACCES ? KVR_LOG_WARN : KVR_LOG_INFO,
 		"conn refused peer=%s reason=%s", c->peer, reason(err));
 	c->state = CS_DOOMED;
-	return send_hello(c, err, NULL, err);
+	return send_hello(c, err, NULL, err, NULL);
 }
 
-void srv_conn_hello_ok(struct srv_conn *c)
+void srv_conn_hello_ok(struct srv_conn *c, const struct kvr_hello_rdma *qp)
 {
 	struct kvr_server *s = c->s;
+	struct kvr_hello_rdma ours;
 
-	if (send_hello(c, 0, NULL, 0)) {
+	if (qp) {
+		int rc = srv_rdma_open(c, qp, &ours);
+
+		if (rc) {
+			kvr_log(s->e, KVR_LOG_WARN, "conn error peer=%s reason=rdma: %s", c->peer,
+				strerror(-rc));
+			refuse(c, rc);
+			return;
+		}
+	}
+	if (send_hello(c, 0, NULL, 0, qp ? &ours : NULL)) {
 		kvr_conn_close(&c->conn, -ENOMEM);
 		return;
 	}
@@ -338,8 +364,11 @@ void srv_conn_hello_ok(struct srv_conn *c)
  * on_frame runs between recvs, so none is in flight; with the fd hidden
  * from conn.c, closing neither shuts the socket down nor closes it, and
  * on_close (once any send still in flight is in) hands it over. */
-static void handoff(struct srv_conn *c, uint32_t to)
+static void handoff(struct srv_conn *c, uint32_t to, const struct kvr_hello_rdma *qp)
 {
+	c->handoff_rdma = qp != NULL;
+	if (qp)
+		c->handoff_qp = *qp;
 	c->state = CS_HANDOFF;
 	c->handoff_to = to;
 	c->handoff_fd = c->conn.fd;
@@ -350,6 +379,7 @@ static void handoff(struct srv_conn *c, uint32_t to)
 static int on_hello(struct srv_conn *c, const struct kvr_frame *f, const uint8_t *body)
 {
 	struct kvr_server *s = c->s;
+	const struct kvr_hello_rdma *qp;
 	struct kvr_hello h;
 	int to;
 
@@ -369,18 +399,23 @@ static int on_hello(struct srv_conn *c, const struct kvr_frame *f, const uint8_t
 		if (kvr_proto_nonce(c->nonce))
 			return -EIO;
 		c->state = CS_AUTH;
-		return send_hello(c, 0, c->nonce, 0);
+		return send_hello(c, 0, c->nonce, 0, NULL);
 	}
 	if (s->secret &&
 	    !kvr_proto_auth_check(s->secret, s->o.secret_len, c->nonce, h.auth, h.auth_len))
 		return refuse(c, -EACCES);
+	if ((h.features & KVR_PROTO_FEAT_RDMA) && !s->rdma) {
+		kvr_log(s->e, KVR_LOG_INFO, "conn refused peer=%s reason=rdma-not-served", c->peer);
+		return refuse(c, -EPROTONOSUPPORT);
+	}
+	qp = h.features & KVR_PROTO_FEAT_RDMA ? &h.rdma : NULL;
 	to = srv_group_pick(s, h.shard);
 	if (to < 0)
 		return refuse(c, to);
 	if ((uint32_t)to == s->shard)
-		srv_conn_hello_ok(c);
+		srv_conn_hello_ok(c, qp);
 	else
-		handoff(c, (uint32_t)to);
+		handoff(c, (uint32_t)to, qp);
 	return 0;
 }
 
@@ -461,6 +496,18 @@ static int do_put(struct srv_conn *c, struct srv_req *r, const struct kvr_frame 
 	if (len)
 		/* Behind requests already waiting for room, to keep their order. */
 		off = s->wait_head ? -EAGAIN : srv_alloc(s, len);
+	if (off == -EAGAIN && c->ch && len > KVR_CONN_SMALL) {
+		/* RDMA: the payload can wait in the client's memory; it is
+		 * read once room is found. */
+		r->en = kvr_store_entry(s->ms, o, 0, len, 0);
+		if (!r->en)
+			return answer_after_payload(c, r, f, -ENOMEM);
+		r->en->alloc_len = 0; /* no extent yet */
+		r->remote = true;
+		r->need = kvr_alloc_round(&s->ms->al, len);
+		srv_wait_add(s, r);
+		return 0;
+	}
 	if (off == -EAGAIN)
 		return put_park(c, r, f, o, small, dst);
 	if (off < 0)
@@ -557,8 +604,8 @@ static void do_stats(struct kvr_server *s, struct srv_req *r)
 	srv_respond(r, 0, &r->sgx, (uint64_t)n);
 }
 
-static int on_request(struct srv_conn *c, const struct kvr_frame *f, const uint8_t *key,
-		      const uint8_t *small, struct kvr_rx_dest *dst)
+int srv_conn_request(struct srv_conn *c, const struct kvr_frame *f, const uint8_t *key,
+		     const uint8_t *small, struct kvr_rx_dest *dst)
 {
 	struct kvr_server *s = c->s;
 	struct srv_req *r;
@@ -625,21 +672,19 @@ static int on_frame(struct kvr_conn *kc, const struct kvr_frame *f, const uint8_
 	case CS_AUTH:
 		return on_hello(c, f, small);
 	case CS_READY:
-		return on_request(c, f, key, small, dst);
+		if (c->ch) { /* requests come over the queue pair now */
+			kvr_log(c->s->e, KVR_LOG_WARN,
+				"conn error peer=%s reason=tcp-frame-on-rdma", c->peer);
+			return -EPROTO;
+		}
+		return srv_conn_request(c, f, key, small, dst);
 	default: /* a refusal or hand-over is under way: the peer must wait */
 		return 0;
 	}
 }
 
-static void on_payload(struct kvr_conn *kc, const struct kvr_frame *f)
+void srv_conn_payload(struct srv_conn *c, struct srv_req *r)
 {
-	struct srv_conn *c = kc->owner;
-	struct srv_req *r = c->rx_req;
-
-	(void)f;
-	c->rx_req = NULL;
-	if (!r)
-		return;
 	switch (r->state) {
 	case RQ_RECV:
 		srv_put_finish(c->s, r);
@@ -651,6 +696,18 @@ static void on_payload(struct kvr_conn *kc, const struct kvr_frame *f)
 		srv_respond(r, r->status, NULL, 0);
 		break;
 	}
+	(void)c;
+}
+
+static void on_payload(struct kvr_conn *kc, const struct kvr_frame *f)
+{
+	struct srv_conn *c = kc->owner;
+	struct srv_req *r = c->rx_req;
+
+	(void)f;
+	c->rx_req = NULL;
+	if (r)
+		srv_conn_payload(c, r);
 }
 
 static void on_close(struct kvr_conn *kc, int err)
@@ -676,7 +733,8 @@ static void on_close(struct kvr_conn *kc, int err)
 	}
 	srv_wait_drop_conn(s, c);
 	if (c->state == CS_HANDOFF) {
-		int rc = srv_group_handoff(s, c->handoff_to, c->handoff_fd, c->peer, c->hello_id);
+		int rc = srv_group_handoff(s, c->handoff_to, c->handoff_fd, c->peer, c->hello_id,
+					   c->handoff_rdma ? &c->handoff_qp : NULL);
 
 		if (rc) {
 			kvr_log(s->e, KVR_LOG_WARN,
@@ -693,7 +751,16 @@ static void on_close(struct kvr_conn *kc, int err)
 			"conn close peer=%s reason=%s in=%llu out=%llu", c->peer, reason(err),
 			(unsigned long long)kc->st.bytes_in, (unsigned long long)kc->st.bytes_out);
 	}
-	c->closed = true; /* only now: the releases above must not free c */
+	if (c->ch) {
+		srv_rdma_close(c, err); /* srv_conn_finished() once it drained */
+		return;
+	}
+	srv_conn_finished(c);
+}
+
+void srv_conn_finished(struct srv_conn *c)
+{
+	c->closed = true; /* only now: the releases before must not free c */
 	conn_check(c);
 }
 
@@ -735,7 +802,8 @@ struct srv_conn *srv_conn_new(struct kvr_server *s, int fd, const char *peer)
 	return c;
 }
 
-void srv_adopt(struct kvr_server *s, int fd, const char *peer, uint64_t hello_id)
+void srv_adopt(struct kvr_server *s, int fd, const char *peer, uint64_t hello_id,
+	       const struct kvr_hello_rdma *qp)
 {
 	struct srv_conn *c = srv_conn_new(s, fd, peer);
 
@@ -744,7 +812,7 @@ void srv_adopt(struct kvr_server *s, int fd, const char *peer, uint64_t hello_id
 		return;
 	}
 	c->hello_id = hello_id;
-	srv_conn_hello_ok(c);
+	srv_conn_hello_ok(c, qp);
 }
 
 void srv_conn_check_idle(struct srv_conn *c, uint64_t now_ns)

@@ -450,12 +450,19 @@ void srv_wait_retry(struct kvr_server *s)
 				srv_respond(r, (int32_t)off, NULL, 0);
 				continue;
 			}
+			r->en->off = (uint64_t)off;
+			r->en->alloc_len = kvr_alloc_round(&s->ms->al, r->len);
+			if (r->remote) { /* RDMA: read the payload now */
+				r->remote = false;
+				r->sgx = (struct kvr_sgx){s->base + off, r->len, s->mr};
+				r->state = RQ_RECV;
+				srv_rdma_fetch(r);
+				continue;
+			}
 			memcpy(s->base + off, r->park, r->len);
 			free(r->park);
 			r->park = NULL;
 			s->parked_bytes -= r->len;
-			r->en->off = (uint64_t)off;
-			r->en->alloc_len = kvr_alloc_round(&s->ms->al, r->len);
 			srv_put_finish(s, r);
 		} else {
 			/* Room exists now: give it back and serve the GET afresh (the

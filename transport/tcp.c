@@ -173,6 +173,10 @@ void tcp_op_send(struct tcp_conn *tc, struct tcp_op *op)
 	const struct kvr_objd *o = op->r->o;
 	struct kvr_frame f = {.opcode = op->opcode, .id = op->id, .key_len = o->key_len};
 
+	if (tc->rdma) {
+		tcp_rdma_send(tc, op);
+		return;
+	}
 	op->conn = tc;
 	op->state = OP_SENT;
 	op->tx.done = op_tx_done;
@@ -318,6 +322,13 @@ static void tcp_cancel(kvr_target *t, struct kvr_req *r)
 		if (op->state == OP_WAIT) {
 			tcp_list_del(tc ? &tc->wait : &op->node->wait, op);
 			tcp_op_answer(op, -ETIMEDOUT);
+		} else if (op->state == OP_SENT && tc->rdma &&
+			   (op->opcode == KVR_PROTO_OP_PUT || op->opcode == KVR_PROTO_OP_GET)) {
+			/* The server may be reading or writing the caller's memory
+			 * right now: only the queue pair's error state stops it. */
+			if (!tc->c.closing)
+				tcp_rdma_describe(tc, "deadline passed");
+			kvr_conn_close(&tc->c, -ETIMEDOUT);
 		} else if (op->state == OP_SENT && kvr_conn_unsend(&tc->c, &op->tx)) {
 			op->tx_busy = false;
 			tcp_list_del(&tc->sent, op);
@@ -340,8 +351,9 @@ static void tcp_cancel(kvr_target *t, struct kvr_req *r)
 
 static void tcp_stats(kvr_target *t, struct kvr_stats *st)
 {
-	(void)t;
-	(void)st; /* counters live on the servers (STATS op) */
+	/* the objects' counters live on the servers (STATS op) */
+	if (cl_of(t)->rdma)
+		tcp_rdma_stats(cl_of(t), st);
 }
 
 static void cluster_free(struct tcp_cluster *cl)
@@ -453,10 +465,44 @@ static int nodes_load(struct tcp_cluster *cl, const char *list)
 	return 0;
 }
 
+/* The scheme and node list of uri (a copy in buf), options applied. */
+static int uri_load(struct tcp_cluster *cl, const char *uri, char *buf, size_t cap)
+{
+	const char *list, *q;
+	size_t len;
+
+	if (!strncmp(uri, "tcp://", 6)) {
+		list = uri + 6;
+	} else if (!strncmp(uri, "rdma://", 7)) {
+		list = uri + 7;
+		cl->rdma = true;
+		cl->rdma_gid = -1;
+	} else {
+		return -EINVAL;
+	}
+	q = cl->rdma ? strchr(list, '?') : NULL;
+	len = q ? (size_t)(q - list) : strlen(list);
+	if (!len || len >= cap)
+		return -EINVAL;
+	memcpy(buf, list, len);
+	buf[len] = 0;
+	if (q) {
+		char msg[160];
+		int rc = kvr_proto_rdma_opts(q + 1, cl->rdma_dev, sizeof(cl->rdma_dev),
+					     &cl->rdma_gid, msg, sizeof(msg));
+
+		if (rc)
+			kvr_set_errmsg(cl->t.e, "%s", msg);
+		return rc;
+	}
+	return 0;
+}
+
 KVR_EXPORT int kvr_connect(kvr_engine *e, const char *uri, const struct kvr_connect_opts *opts,
 			   kvr_target **out)
 {
 	struct tcp_cluster *cl;
+	char *list;
 	int rc;
 
 	if (!e || !uri || !out)
@@ -464,19 +510,26 @@ KVR_EXPORT int kvr_connect(kvr_engine *e, const char *uri, const struct kvr_conn
 	*out = NULL;
 	if (e->destroying)
 		return -ESHUTDOWN;
-	if (strncmp(uri, "tcp://", 6) || !uri[6]) {
-		kvr_set_errmsg(e, "unknown remote URI '%s' (want tcp://HOST:PORT[,HOST:PORT...])",
-			       uri);
-		return -EINVAL;
-	}
 	cl = calloc(1, sizeof(*cl));
-	if (!cl)
+	list = malloc(strlen(uri) + 1);
+	if (!cl || !list) {
+		free(cl);
+		free(list);
 		return -ENOMEM;
+	}
 	cl->t.e = e; /* for error messages while loading */
 	cl->lim = kvr_proto_default_limits;
-	rc = opts_load(cl, opts);
+	rc = uri_load(cl, uri, list, strlen(uri) + 1);
+	if (rc && !kvr_engine_errmsg(e)[0])
+		kvr_set_errmsg(e,
+			       "unknown remote URI '%s' (want tcp://HOST:PORT[,HOST:PORT...] or "
+			       "rdma://HOST:PORT[,...][?dev=NAME&gid=N])",
+			       uri);
 	if (!rc)
-		rc = nodes_load(cl, uri + 6);
+		rc = opts_load(cl, opts);
+	if (!rc)
+		rc = nodes_load(cl, list);
+	free(list);
 	if (!rc && cl->o.replicas > cl->nnodes)
 		rc = -EINVAL;
 	if (!rc) {
@@ -485,6 +538,8 @@ KVR_EXPORT int kvr_connect(kvr_engine *e, const char *uri, const struct kvr_conn
 		if (!cl->ops)
 			rc = -ENOMEM;
 	}
+	if (!rc && cl->rdma)
+		rc = tcp_rdma_setup(cl);
 	if (rc) {
 		if (rc == -EINVAL && !kvr_engine_errmsg(e)[0])
 			kvr_set_errmsg(e, "bad remote URI or options '%s'", uri);

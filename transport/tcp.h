@@ -17,6 +17,8 @@
 
 struct tcp_cluster;
 struct tcp_node;
+struct tcp_rdma;
+struct rdma_dev;
 
 /* OP_SENT with r == NULL is an orphan: its request gave up waiting. */
 enum { OP_FREE, OP_WAIT, OP_SENT, OP_RECV, OP_DONE };
@@ -55,6 +57,9 @@ struct tcp_conn {
 	struct tcp_list wait; /* ops waiting for the handshake */
 	uint64_t last_rx_ns;
 	struct kvr_timer hs_timer;
+	/* rdma:// : requests and answers go over a queue pair (rdma_client.c);
+	 * this TCP connection stays open as its control channel */
+	struct tcp_rdma *rdma;
 	struct kvr_tx hello_tx[2]; /* the HELLO, and the one with the tag */
 	struct kvr_sgx hello_sgx[2];
 	uint8_t hello_buf[2][KVR_PROTO_HELLO_MAX];
@@ -84,6 +89,10 @@ struct tcp_node {
 
 struct tcp_cluster {
 	kvr_target t;
+	bool rdma;	   /* rdma:// */
+	char rdma_dev[64]; /* ?dev= ("" for the first active one) */
+	int rdma_gid;	   /* ?gid= (-1: the device's default) */
+	struct rdma_dev *dev;
 	struct kvr_connect_opts o;
 	uint8_t *secret;
 	struct kvr_proto_limits lim;
@@ -108,6 +117,31 @@ void tcp_node_down(struct tcp_node *n, int err);
 bool tcp_node_usable(const struct tcp_node *n);
 /* Close every connection orderly (target close). */
 void tcp_node_close(struct tcp_node *n);
+
+/* The op on tc with request id `id` that awaits its answer, or NULL. */
+struct tcp_op *tcp_op_find(struct tcp_conn *tc, uint64_t id);
+
+/* rdma_client.c: rdma:// clusters (without libibverbs, tcp_rdma_setup
+ * refuses them with -EPROTONOSUPPORT and the rest is never called). */
+/* Open the cluster's device (kvr_connect). 0 or -errno (errmsg says why). */
+int tcp_rdma_setup(struct tcp_cluster *cl);
+/* The TCP connection is up: make its queue pair. 0 or -errno. */
+int tcp_rdma_open(struct tcp_conn *tc);
+/* The engine's verbs counters (work requests, doorbells, completions). */
+void tcp_rdma_stats(struct tcp_cluster *cl, struct kvr_stats *st);
+/* Add our queue pair's address to a HELLO. */
+void tcp_rdma_hello(struct tcp_conn *tc, struct kvr_hello *h);
+/* The server's final HELLO: connect the queue pair. 0 or -errno. */
+int tcp_rdma_ready(struct tcp_conn *tc, const struct kvr_hello *h);
+/* Send op over the queue pair (or queue it for credits / room). */
+void tcp_rdma_send(struct tcp_conn *tc, struct tcp_op *op);
+/* Log the connection's queue pair state (a deadline passed on it). */
+void tcp_rdma_describe(struct tcp_conn *tc, const char *why);
+/* Send the connection's waiting ops, in order, while credits last. */
+void tcp_rdma_kick(struct tcp_conn *tc);
+/* The connection closed: the queue pair goes to the error state (the
+ * server can no longer touch our memory) and drains on its own. */
+void tcp_rdma_close(struct tcp_conn *tc, int err);
 
 /* tcp.c: a request on conn ended (answer or failure). */
 void tcp_op_answer(struct tcp_op *op, int64_t res);

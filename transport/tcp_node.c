@@ -97,6 +97,8 @@ static void send_hello(struct tcp_conn *tc, int which, const uint8_t *tag)
 		h.auth_len = KVR_PROTO_TAG_LEN;
 		memcpy(h.auth, tag, KVR_PROTO_TAG_LEN);
 	}
+	if (tc->rdma)
+		tcp_rdma_hello(tc, &h);
 	len = kvr_proto_hello_encode(tc->hello_buf[which], sizeof(tc->hello_buf[which]), &h);
 	tc->hello_sgx[which] = (struct kvr_sgx){tc->hello_buf[which], (size_t)len, NULL};
 	tc->hello_tx[which].sgx = &tc->hello_sgx[which];
@@ -168,6 +170,14 @@ static void on_open(struct kvr_conn *c, int err)
 	}
 	tc->state = CONN_HELLO;
 	tc->last_rx_ns = c->e->now_ns;
+	if (tc->n->cl->rdma) {
+		int rc = tcp_rdma_open(tc);
+
+		if (rc) {
+			kvr_conn_close(c, rc);
+			return;
+		}
+	}
 	send_hello(tc, 0, NULL);
 }
 
@@ -229,6 +239,13 @@ static int on_hello(struct tcp_conn *tc, const struct kvr_frame *f, const uint8_
 	}
 	if (!h.shards || h.shard != tc->shard || (n->shards && h.shards != n->shards))
 		return -EBADMSG;
+	if (tc->rdma) {
+		rc = tcp_rdma_ready(tc, &h);
+		if (rc) {
+			kvr_conn_close(&tc->c, rc);
+			return 0;
+		}
+	}
 	kvr_timer_del(&cl->t.e->timers, &tc->hs_timer);
 	tc->state = CONN_READY;
 	if (!n->shards) {
@@ -246,6 +263,10 @@ static int on_hello(struct tcp_conn *tc, const struct kvr_frame *f, const uint8_
 			tcp_node_route(n, op, op->hash);
 		}
 	}
+	if (tc->rdma) { /* in order, as credits allow */
+		tcp_rdma_kick(tc);
+		return 0;
+	}
 	while ((op = tc->wait.head)) {
 		tcp_list_del(&tc->wait, op);
 		tcp_op_send(tc, op);
@@ -255,16 +276,16 @@ static int on_hello(struct tcp_conn *tc, const struct kvr_frame *f, const uint8_
 
 /* ---------------------------------------------------------------- answers */
 
-static struct tcp_op *op_of(struct tcp_conn *tc, const struct kvr_frame *f)
+struct tcp_op *tcp_op_find(struct tcp_conn *tc, uint64_t id)
 {
 	struct tcp_cluster *cl = tc->n->cl;
-	uint32_t i = (uint32_t)f->id;
+	uint32_t i = (uint32_t)id;
 	struct tcp_op *op;
 
 	if (i >= cl->nops)
 		return NULL;
 	op = &cl->ops[i];
-	if (op->id != f->id || op->conn != tc || op->state != OP_SENT)
+	if (op->id != id || op->conn != tc || op->state != OP_SENT)
 		return NULL;
 	return op;
 }
@@ -283,7 +304,7 @@ static int on_frame(struct kvr_conn *c, const struct kvr_frame *f, const uint8_t
 		return on_hello(tc, f, small);
 	if (tc->state != CONN_READY)
 		return -EBADMSG;
-	op = op_of(tc, f);
+	op = tcp_op_find(tc, f->id);
 	if (!op)
 		return 0; /* an answer to a request that gave up: drop it */
 	if (f->opcode != op->opcode)
@@ -370,6 +391,9 @@ static void on_close(struct kvr_conn *c, int err)
 		n->conns[tc->slot] = NULL;
 	n->open--;
 	cl->conns_open--;
+	/* Before anything completes: the server must not touch the memory of
+	 * the requests that fail below. */
+	tcp_rdma_close(tc, why);
 	if (err && !cl->closing)
 		tcp_node_down(n, err);
 	fail_list(&tc->wait, why);

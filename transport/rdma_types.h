@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The parts of the RDMA layer (rdma.h) that owners embed in their own
+ * structs, usable without the verbs headers (and so in builds without
+ * libibverbs).
+ */
+#ifndef KVR_RDMA_TYPES_H
+#define KVR_RDMA_TYPES_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct ibv_wc;
+struct rdma_chan;
+
+/* A signaled work request's completion. ch and seq are set by the channel. */
+struct rdma_wr {
+	void (*fn)(struct rdma_wr *w, const struct ibv_wc *wc);
+	struct rdma_chan *ch;
+	uint64_t seq; /* send queue: position after this WR */
+	bool recv;
+};
+
+/* A unit of work waiting for send queue room (FIFO). */
+struct rdma_pending {
+	struct rdma_pending *next;
+	uint32_t nwr; /* work requests it needs */
+	bool slot;    /* and a send slot for its message */
+	void (*run)(struct rdma_pending *p);
+	/* The channel closed first: release what p holds (never run). */
+	void (*drop)(struct rdma_pending *p);
+};
+
+#endif

@@ -1,0 +1,352 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The server side of RDMA connections. A client that asks for it in its
+ * HELLO gets a queue pair of ours; from then on its requests arrive as
+ * messages (rdma_msg.h) and go through the same request handling as TCP
+ * frames (serve_conn.c), with two differences in how bytes move:
+ *
+ *  - a PUT's payload is not received: the server RDMA-READs it from the
+ *    descriptors the request named, straight into the pool extent it
+ *    allocated (only within those ranges), and answers once the READs
+ *    completed; with no room yet, the payload simply waits in the client's
+ *    memory until the wait queue finds room;
+ *  - a GET's answer is RDMA-WRITEs from the pool into the client's
+ *    descriptors, then the answer SEND (RC ordering delivers the data
+ *    first). EXISTS and STATS answers carry their bytes inline.
+ *
+ * A request holds its receive slot (the message with its descriptors)
+ * until its answer is staged; the client has one credit per slot. An error
+ * completion (a forged rkey, an address outside the client's registration)
+ * fails the queue pair: the connection is closed and the client's requests
+ * on it fail; nothing outside the named ranges is ever touched, and no other
+ * connection notices.
+ */
+#include "transport/rdma.h"
+#include "transport/serve.h"
+
+#include <endian.h>
+#include <string.h>
+
+static const struct kvr_rmsg_limits request_limits = {
+    .max_desc = RDMA_MAX_DESC,
+    .max_inline = KVR_RMSG_INLINE,
+    .max_payload = KVR_PROTO_MAX_PAYLOAD,
+};
+
+int srv_rdma_setup(struct kvr_server *s)
+{
+	struct rdma_ctx *ctx;
+	int rc = 0;
+
+	if (s->rdma_d)
+		return 0;
+	ctx = rdma_ctx_get(s->e, &rc);
+	if (ctx)
+		s->rdma_d = rdma_dev_get(ctx, s->rdma_dev[0] ? s->rdma_dev : NULL, &rc);
+	return s->rdma_d ? 0 : rc;
+}
+
+/* The request message held in r's receive slot (validated on arrival and
+ * untouched since), for its descriptors. */
+static struct kvr_rmsg held_msg(const struct srv_req *r)
+{
+	const struct rdma_chan *ch = r->c->ch;
+	const uint8_t *p = ch->rbuf + (size_t)r->rslot * RDMA_SLOT;
+	struct kvr_rmsg m;
+	uint16_t key_len, ndesc;
+
+	memcpy(&key_len, p + 20, sizeof(key_len));
+	memcpy(&ndesc, p + 22, sizeof(ndesc));
+	memset(&m, 0, sizeof(m));
+	m.key_len = le16toh(key_len);
+	m.ndesc = le16toh(ndesc);
+	m.desc = p + KVR_RMSG_HDR_LEN + m.key_len;
+	return m;
+}
+
+void srv_rdma_unhold(struct srv_req *r)
+{
+	r->rslot_held = false;
+	if (r->c->ch)
+		rdma_chan_recv_done(r->c->ch, r->rslot);
+}
+
+/* Pieces of at most max_msg bytes that moving len bytes against the held
+ * descriptors takes. */
+static uint32_t pieces(const struct kvr_rmsg *m, uint64_t len, uint32_t max_msg)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < m->ndesc && len; i++) {
+		struct kvr_rdesc d = kvr_rmsg_desc(m, i);
+		uint64_t k = d.len < len ? d.len : len;
+
+		n += (uint32_t)((k + max_msg - 1) / max_msg);
+		len -= k;
+	}
+	return n;
+}
+
+/* Stage RDMA READs (or WRITEs) between [local, local+len) and the held
+ * descriptors, in order; the last WR carries w (signaled). */
+static void stage_moves(struct srv_req *r, enum ibv_wr_opcode op, uint8_t *local, uint32_t lkey,
+			uint64_t len, struct rdma_wr *last)
+{
+	struct rdma_chan *ch = r->c->ch;
+	struct kvr_rmsg m = held_msg(r);
+	uint32_t max_msg = ch->d->max_msg;
+	uint32_t n = pieces(&m, len, max_msg), k = 0;
+
+	for (uint32_t i = 0; i < m.ndesc && len; i++) {
+		struct kvr_rdesc d = kvr_rmsg_desc(&m, i);
+		uint64_t left = d.len < len ? d.len : len, raddr = d.addr;
+
+		len -= left;
+		while (left) {
+			uint32_t piece = (uint32_t)(left < max_msg ? left : max_msg);
+			struct ibv_send_wr *wr = rdma_chan_stage(ch, ++k == n ? last : NULL);
+			struct ibv_sge *sg = wr->sg_list;
+
+			sg[0] = (struct ibv_sge){(uint64_t)(uintptr_t)local, piece, lkey};
+			wr->num_sge = 1;
+			wr->opcode = op;
+			wr->wr.rdma.remote_addr = raddr;
+			wr->wr.rdma.rkey = d.rkey;
+			local += piece;
+			raddr += piece;
+			left -= piece;
+		}
+	}
+}
+
+static uint32_t pool_lkey(const struct srv_req *r)
+{
+	const struct kvr_server *s = r->c->s;
+
+	return rdma_mr_of(r->c->ch->d, s->mr)->lkey;
+}
+
+/* -------------------------------------------------------------- PUT */
+
+static void fetch_done(struct rdma_wr *w, const struct ibv_wc *wc)
+{
+	struct srv_req *r = KVR_CONTAINER_OF(w, struct srv_req, wr);
+
+	if (wc->status != IBV_WC_SUCCESS) {
+		srv_release(r); /* never committed; the connection is failing */
+		return;
+	}
+	srv_conn_payload(r->c, r);
+}
+
+static void fetch_run(struct rdma_pending *p)
+{
+	struct srv_req *r = KVR_CONTAINER_OF(p, struct srv_req, pend);
+
+	r->wr.fn = fetch_done;
+	stage_moves(r, IBV_WR_RDMA_READ, r->sgx.addr, pool_lkey(r), r->sgx.len, &r->wr);
+}
+
+static void pend_drop(struct rdma_pending *p)
+{
+	srv_release(KVR_CONTAINER_OF(p, struct srv_req, pend));
+}
+
+void srv_rdma_fetch(struct srv_req *r)
+{
+	struct rdma_chan *ch = r->c->ch;
+	struct kvr_rmsg m;
+
+	if (!ch) {
+		srv_release(r);
+		return;
+	}
+	m = held_msg(r);
+	r->pend.nwr = pieces(&m, r->sgx.len, ch->d->max_msg);
+	r->pend.slot = false;
+	r->pend.run = fetch_run;
+	r->pend.drop = pend_drop;
+	rdma_chan_when_room(ch, &r->pend);
+}
+
+/* ----------------------------------------------------------- answers */
+
+static void answer_sent(struct rdma_wr *w, const struct ibv_wc *wc)
+{
+	struct srv_req *r = KVR_CONTAINER_OF(w, struct srv_req, wr);
+
+	r->tx.done(&r->tx, wc->status == IBV_WC_SUCCESS ? 0 : -ECONNRESET);
+}
+
+static void answer_dropped(struct rdma_pending *p)
+{
+	struct srv_req *r = KVR_CONTAINER_OF(p, struct srv_req, pend);
+
+	r->tx.done(&r->tx, -ECONNRESET);
+}
+
+static void answer_run(struct rdma_pending *p)
+{
+	struct srv_req *r = KVR_CONTAINER_OF(p, struct srv_req, pend);
+	struct rdma_chan *ch = r->c->ch;
+	struct kvr_rmsg m = {
+	    .opcode = r->op, .flags = KVR_RMSG_F_RESPONSE, .id = r->id, .status = r->status};
+	uint8_t *slot;
+	size_t len = KVR_RMSG_HDR_LEN;
+	struct ibv_send_wr *wr;
+
+	if (r->op == KVR_PROTO_OP_GET && r->out_len) {
+		stage_moves(r, IBV_WR_RDMA_WRITE, r->sgx.addr, pool_lkey(r), r->out_len, NULL);
+		m.payload_len = r->out_len;
+	} else if (r->out_len) { /* EXISTS, STATS: inline */
+		m.flags |= KVR_RMSG_F_INLINE;
+		m.payload_len = r->out_len;
+	}
+	slot = rdma_chan_send_slot(ch);
+	kvr_rmsg_encode_hdr(slot, &m);
+	if (m.flags & KVR_RMSG_F_INLINE) {
+		memcpy(slot + len, r->sgx.addr, r->out_len);
+		len += r->out_len;
+	}
+	r->wr.fn = answer_sent;
+	wr = rdma_chan_stage(ch, &r->wr);
+	wr->opcode = IBV_WR_SEND;
+	wr->sg_list[0] =
+	    (struct ibv_sge){(uint64_t)(uintptr_t)slot, (uint32_t)len, rdma_chan_send_lkey(ch)};
+	wr->num_sge = 1;
+	if (r->rslot_held)
+		srv_rdma_unhold(r); /* the descriptors are in the WRs now */
+}
+
+void srv_rdma_respond(struct srv_req *r, const struct kvr_frame *f, const struct kvr_sgx *payload)
+{
+	struct rdma_chan *ch = r->c->ch;
+	uint32_t nwr = 1;
+
+	if (!ch) { /* the queue pair is gone: the connection is closing */
+		srv_release(r);
+		return;
+	}
+	r->status = f->status;
+	r->out_len = payload ? f->payload_len : 0;
+	if (r->op == KVR_PROTO_OP_GET && r->out_len && !r->rslot_held) {
+		r->status = -EPROTO; /* no descriptors to write to: cannot happen */
+		r->out_len = 0;
+	} else if (r->op == KVR_PROTO_OP_GET && r->out_len) {
+		struct kvr_rmsg m = held_msg(r);
+
+		nwr += pieces(&m, r->out_len, ch->d->max_msg);
+	} else if (r->out_len > KVR_RMSG_INLINE) {
+		r->status = -EMSGSIZE; /* a STATS body over the inline limit */
+		r->out_len = 0;
+	}
+	r->pend.nwr = nwr;
+	r->pend.slot = true;
+	r->pend.run = answer_run;
+	r->pend.drop = answer_dropped;
+	rdma_chan_when_room(ch, &r->pend);
+}
+
+/* ---------------------------------------------------------- requests */
+
+/* A request message: made into the frame the request handling takes. */
+static void on_msg(struct rdma_chan *ch, const struct kvr_rmsg *m, uint32_t slot)
+{
+	struct srv_conn *c = ch->owner;
+	struct kvr_frame f = {.opcode = m->opcode, .id = m->id, .key_len = m->key_len};
+	struct kvr_rx_dest dst = {0};
+	uint64_t cap_le = htole64(m->payload_len);
+	const uint8_t *small = NULL;
+	struct srv_req *r;
+	int rc;
+
+	if (m->flags & KVR_RMSG_F_RESPONSE) {
+		kvr_log(c->s->e, KVR_LOG_WARN, "conn error peer=%s reason=unexpected-response",
+			c->peer);
+		rdma_chan_recv_done(ch, slot);
+		kvr_conn_close(&c->conn, -EPROTO);
+		return;
+	}
+	if (m->opcode == KVR_PROTO_OP_PUT) {
+		f.payload_len = m->payload_len;
+		small = m->inl;
+	} else if (m->opcode == KVR_PROTO_OP_GET) {
+		f.payload_len = sizeof(cap_le); /* as a TCP GET: its capacity */
+		small = (const uint8_t *)&cap_le;
+	}
+	c->rx_rslot_valid = true;
+	c->rx_rslot = slot;
+	c->rx_req = NULL;
+	rc = srv_conn_request(c, &f, m->key, small, &dst);
+	if (c->rx_rslot_valid) { /* no request took the slot */
+		c->rx_rslot_valid = false;
+		rdma_chan_recv_done(ch, slot);
+	}
+	if (rc < 0) {
+		kvr_conn_close(&c->conn, -EPROTO);
+		return;
+	}
+	r = c->rx_req;
+	c->rx_req = NULL;
+	if (!r)
+		return;
+	if (dst.nsge) /* into the pool: read it */
+		srv_rdma_fetch(r);
+	else /* refused before any byte: answer now */
+		srv_conn_payload(c, r);
+}
+
+static void on_error(struct rdma_chan *ch, int err)
+{
+	struct srv_conn *c = ch->owner;
+
+	kvr_log(c->s->e, KVR_LOG_WARN, "conn error peer=%s reason=rdma-%s", c->peer,
+		err == -EFAULT	 ? "remote-access"
+		: err == -EPROTO ? "protocol"
+				 : "failure");
+	kvr_conn_close(&c->conn, err);
+}
+
+static void on_drained(struct rdma_chan *ch)
+{
+	struct srv_conn *c = ch->owner;
+
+	c->ch = NULL;
+	srv_conn_finished(c);
+}
+
+static const struct rdma_chan_ops srv_chan_ops = {
+    .on_msg = on_msg,
+    .on_error = on_error,
+    .on_drained = on_drained,
+};
+
+/* ------------------------------------------------------------- setup */
+
+int srv_rdma_open(struct srv_conn *c, const struct kvr_hello_rdma *peer,
+		  struct kvr_hello_rdma *ours)
+{
+	struct kvr_server *s = c->s;
+	int rc = srv_rdma_setup(s);
+
+	if (rc)
+		return rc;
+	rc = rdma_chan_new(s->rdma_d, s->rdma_gid, RDMA_SQ_SERVER, false, &request_limits,
+			   &srv_chan_ops, c, &c->ch);
+	if (rc)
+		return rc;
+	rc = rdma_chan_connect(c->ch, peer);
+	if (rc) {
+		/* closed with the connection: it drains, then finishes it */
+		return rc;
+	}
+	rdma_chan_local(c->ch, ours);
+	kvr_log(s->e, KVR_LOG_DEBUG, "conn rdma peer=%s qp=%u peer_qp=%u", c->peer,
+		c->ch->qp->qp_num, peer->qpn);
+	return 0;
+}
+
+void srv_rdma_close(struct srv_conn *c, int err)
+{
+	rdma_chan_close(c->ch, err);
+}
