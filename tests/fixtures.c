@@ -116,11 +116,27 @@ void kvt_free_mem(void *p, size_t len)
 	munmap(p, len);
 }
 
+static void log_stderr(void *ctx, int level, const char *msg)
+{
+	static const char *names[] = {"error", "warn", "info", "debug"};
+
+	(void)ctx;
+	fprintf(stderr, "kvring %s: %s\n", names[level & 3], msg);
+}
+
 kvr_engine *kvt_engine(void)
 {
+	struct kvr_engine_opts o = {.size = sizeof(o)};
+	const char *lv = getenv("KVR_TEST_LOG");
 	kvr_engine *e = NULL;
 
-	assert_int_equal(kvr_engine_create(NULL, &e), 0);
+	if (lv && *lv) { /* the library's log on stderr, for debugging a test */
+		o.log = log_stderr;
+		o.log_level = !strcmp(lv, "debug") ? KVR_LOG_DEBUG
+			      : !strcmp(lv, "info") ? KVR_LOG_INFO
+						     : KVR_LOG_WARN;
+	}
+	assert_int_equal(kvr_engine_create(&o, &e), 0);
 	assert_non_null(e);
 	return e;
 }

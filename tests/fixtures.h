@@ -37,7 +37,8 @@ uint64_t kvt_env_u64(const char *name, uint64_t dflt);
 void *kvt_alloc_mem(size_t len);
 void kvt_free_mem(void *p, size_t len);
 
-/* Engine with defaults (asserts success). */
+/* Engine with defaults (asserts success); KVR_TEST_LOG=warn|info|debug in
+ * the environment sends the library's log to stderr. */
 kvr_engine *kvt_engine(void);
 
 /* Batch completion recorder: pass kvt_batch_cb and a struct kvt_done. */

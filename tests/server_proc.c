@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -24,7 +25,7 @@
 #define START_TIMEOUT_MS 10000
 #define STOP_TIMEOUT_MS	 10000
 #define MAX_ARGS	 64
-#define READY_PREFIX	 "kvring-server: listening tcp://"
+#define READY_PREFIX	 "kvring-server: listening "
 
 static int64_t now_ms(void)
 {
@@ -117,7 +118,7 @@ static int reap(struct kvt_server *s)
 }
 
 /* The child: never returns. Only async-signal-safe calls before exec. */
-static void child(int out_fd, int log_fd, int null_fd, pid_t parent, const char *bin,
+static void child(int out_fd, int log_fd, int null_fd, int ns_fd, pid_t parent, const char *bin,
 		  char *const argv[])
 {
 	sigset_t all;
@@ -125,6 +126,8 @@ static void child(int out_fd, int log_fd, int null_fd, pid_t parent, const char 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() != parent) /* the parent died before prctl took effect */
 		_exit(127);
+	if (ns_fd >= 0 && setns(ns_fd, CLONE_NEWNET))
+		_exit(125);
 	if (dup2(null_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(log_fd, 2) < 0)
 		_exit(127);
 	/* what the test process changed must not reach the server */
@@ -179,6 +182,7 @@ static int wait_ready(struct kvt_server *s)
 				    port > 65535)
 					return -EPROTO;
 				s->port = (int)port;
+				snprintf(s->uri, sizeof(s->uri), "%s", line + strlen(READY_PREFIX));
 				return 0;
 			}
 			line = nl + 1;
@@ -192,9 +196,15 @@ static int wait_ready(struct kvt_server *s)
 
 int kvt_server_start(struct kvt_server *s, const char *const extra_args[])
 {
-	char bin[PATH_MAX];
+	return kvt_server_start_at(s, NULL, NULL, extra_args);
+}
+
+int kvt_server_start_at(struct kvt_server *s, const char *listen, const char *netns,
+			const char *const extra_args[])
+{
+	char bin[PATH_MAX], nspath[PATH_MAX];
 	const char *argv[MAX_ARGS + 4];
-	int pipefd[2] = {-1, -1}, log_fd, null_fd, rc, argc = 0;
+	int pipefd[2] = {-1, -1}, log_fd, null_fd, ns_fd = -1, rc, argc = 0;
 	pid_t parent = getpid(), pid;
 
 	memset(s, 0, sizeof(*s));
@@ -209,7 +219,7 @@ int kvt_server_start(struct kvt_server *s, const char *const extra_args[])
 	}
 	argv[argc++] = bin;
 	argv[argc++] = "--listen";
-	argv[argc++] = "tcp://127.0.0.1:0";
+	argv[argc++] = listen ? listen : "tcp://127.0.0.1:0";
 	for (int i = 0; extra_args && extra_args[i]; i++) {
 		if (argc == MAX_ARGS + 3)
 			return -E2BIG;
@@ -220,6 +230,17 @@ int kvt_server_start(struct kvt_server *s, const char *const extra_args[])
 	log_fd = open_log(s);
 	if (log_fd < 0)
 		return log_fd;
+	if (netns) {
+		snprintf(nspath, sizeof(nspath), "/run/netns/%s", netns);
+		ns_fd = open(nspath, O_RDONLY | O_CLOEXEC);
+		if (ns_fd < 0) {
+			rc = -errno;
+			fprintf(stderr, "kvt_server_start: network namespace %s: %s\n", nspath,
+				strerror(-rc));
+			close(log_fd);
+			return rc;
+		}
+	}
 	null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (null_fd < 0 || pipe2(pipefd, O_CLOEXEC)) {
 		rc = -errno;
@@ -231,7 +252,7 @@ int kvt_server_start(struct kvt_server *s, const char *const extra_args[])
 		goto out;
 	}
 	if (pid == 0)
-		child(pipefd[1], log_fd, null_fd, parent, bin, (char *const *)argv);
+		child(pipefd[1], log_fd, null_fd, ns_fd, parent, bin, (char *const *)argv);
 	s->pid = pid;
 	s->out_fd = pipefd[0];
 	pipefd[0] = -1;
@@ -245,8 +266,9 @@ int kvt_server_start(struct kvt_server *s, const char *const extra_args[])
 			rc == -ECHILD ? "it exited" : strerror(-rc), s->log);
 		goto out;
 	}
-	snprintf(s->uri, sizeof(s->uri), "tcp://127.0.0.1:%d", s->port);
 out:
+	if (ns_fd >= 0)
+		close(ns_fd);
 	if (pipefd[0] >= 0)
 		close(pipefd[0]);
 	if (pipefd[1] >= 0)

@@ -19,8 +19,9 @@
 struct kvt_server {
 	pid_t pid;     /* 0 once reaped */
 	int port;      /* the port it listens on */
-	char uri[64];  /* "tcp://127.0.0.1:PORT" (kept after stop, for tests that
-			  need an address nobody listens on) */
+	char uri[128]; /* "tcp://127.0.0.1:PORT" as the server printed it (kept
+			  after stop, for tests that need an address nobody
+			  listens on) */
 	int out_fd;    /* read end of its stdout (kept open so that a late write
 			  of the server never meets a closed pipe) */
 	int status;    /* wait status once reaped */
@@ -37,6 +38,15 @@ struct kvt_server {
  * errno of pipe/fork/open. A message naming the log goes to stderr on failure.
  */
 int kvt_server_start(struct kvt_server *s, const char *const extra_args[]);
+
+/*
+ * The same with another listen URI (NULL: tcp://127.0.0.1:0; e.g.
+ * "rdma://10.0.0.2:0?dev=rxe1"), the server run inside network namespace
+ * /run/netns/NETNS when netns is not NULL. uri is what the server printed
+ * ("rdma://10.0.0.2:PORT").
+ */
+int kvt_server_start_at(struct kvt_server *s, const char *listen, const char *netns,
+			const char *const extra_args[]);
 
 /*
  * SIGTERM, wait up to 10 s for the exit, then SIGKILL. Returns the exit

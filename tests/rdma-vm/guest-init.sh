@@ -67,6 +67,11 @@ for k in all default; do
 	echo 0 >/proc/sys/net/ipv4/conf/$k/rp_filter
 	echo 1 >/proc/sys/net/ipv4/conf/$k/accept_local
 done
+# veth hands each packet to the peer's backlog; rxe sends bursts far larger
+# than the default 1000, and every drop costs a retransmission timeout.
+echo 30000 >/proc/sys/net/core/netdev_max_backlog
+echo 16777216 >/proc/sys/net/core/wmem_max
+echo 16777216 >/proc/sys/net/core/wmem_default
 ip link set lo up
 ip rule add pref 1000 lookup local
 ip rule del pref 0
