@@ -637,6 +637,36 @@ static void replicas_survive_a_kill(void **state)
 	free(d);
 }
 
+/* KVR_ENGINE_BUSY_POLL: completions are polled every round instead of
+ * waiting for the completion channel; the same bytes come back. */
+static void busy_polling(void **state)
+{
+	struct kvr_engine_opts eo = {.size = sizeof(eo), .flags = KVR_ENGINE_BUSY_POLL};
+	struct kvt_server s;
+	struct kvt_done *d = calloc(1, sizeof(*d));
+	char uri[512];
+	struct ctx c;
+
+	(void)state;
+	server_up(&s, dev2, addr2, NULL, "64M");
+	cluster_uri(uri, sizeof(uri), &s, 1, dev1);
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(kvr_engine_create(&eo, &c.e), 0);
+	c.mem = kvt_alloc_mem(ARENA);
+	assert_int_equal(kvr_mem_register(c.e, c.mem, ARENA, 0, &c.mr), 0);
+	assert_int_equal(kvr_connect(c.e, uri, NULL, &c.t), 0);
+	run(&c, KVR_OP_PUT, 0, 200, 32 << 10, 2, d);
+	for (uint32_t i = 0; i < 200; i++)
+		assert_int_equal(d->results[i], 32 << 10);
+	run(&c, KVR_OP_GET, 0, 200, 32 << 10, 2, d);
+	for (uint32_t i = 0; i < 200; i++)
+		assert_true(d->results[i] == 32 << 10 && intact(&c, i, 0, 32 << 10, 0));
+	print_counters(&c, "busy polling", 400);
+	ctx_down(&c);
+	assert_int_equal(kvt_server_stop(&s), 0);
+	free(d);
+}
+
 static void bad_uris(void **state)
 {
 	kvr_engine *e = kvt_engine();
@@ -660,6 +690,7 @@ int main(void)
 	    cmocka_unit_test(connect_disconnect),
 	    cmocka_unit_test(sizes_and_sges),
 	    cmocka_unit_test(batches_of_1000),
+	    cmocka_unit_test(busy_polling),
 	    cmocka_unit_test(two_hosts),
 	    cmocka_unit_test(forged_rkey),
 	    cmocka_unit_test(stalled_server),

@@ -222,7 +222,9 @@ static void cc_ready(struct kvr_io *io, int res, uint32_t flags)
 		ibv_ack_cq_events(d->cq, d->unacked);
 		d->unacked = 0;
 	}
-	ibv_req_notify_cq(d->cq, 0);
+	/* Busy polling drains the CQ every round: no more events needed. */
+	if (!(d->ctx->e->flags & KVR_ENGINE_BUSY_POLL))
+		ibv_req_notify_cq(d->cq, 0);
 	poll_dev(d);
 }
 
