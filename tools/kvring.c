@@ -74,6 +74,16 @@ struct cli {
 	char key_show[96];
 };
 
+/* The node list of a remote URI (tcp:// or rdma://), or NULL. */
+static const char *node_list(const char *uri)
+{
+	if (!strncmp(uri, "tcp://", 6))
+		return uri + 6;
+	if (!strncmp(uri, "rdma://", 7))
+		return uri + 7;
+	return NULL;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -84,7 +94,8 @@ static void usage(FILE *f)
 		"       kvring [options] rm URI KEY           remove KEY\n"
 		"       kvring [options] stats URI            counters (tcp://: and each "
 		"server's)\n"
-		"URI: mem:SIZE, file:PATH or tcp://HOST:PORT[,HOST:PORT...]\n"
+		"URI: mem:SIZE, file:PATH, tcp://HOST:PORT[,HOST:PORT...] or\n"
+		"     rdma://HOST:PORT[,...][?dev=NAME&gid=N]\n"
 		"  --secret-file F   shared secret for tcp:// servers started with one\n"
 		"  --timeout MS      deadline of the operation (default %u)\n"
 		"  --conns N         tcp://: connections per node (default: the library's)\n"
@@ -255,12 +266,12 @@ static int parse_args(struct cli *c, int argc, char **argv)
 	c->file = nargs > 2 && strcmp(argv[optind + 3], "-") ? argv[optind + 3] : NULL;
 	c->key_len = strlen(c->key);
 	key_show(c);
-	if (strncmp(c->uri, "mem:", 4) && strncmp(c->uri, "file:", 5) &&
-	    strncmp(c->uri, "tcp://", 6)) {
-		fprintf(stderr,
-			"kvring: bad URI '%s': want mem:SIZE, file:PATH or "
-			"tcp://HOST:PORT[,HOST:PORT...]\n",
-			c->uri);
+	if (strncmp(c->uri, "mem:", 4) && strncmp(c->uri, "file:", 5) && !node_list(c->uri)) {
+		fprintf(
+		    stderr,
+		    "kvring: bad URI '%s': want mem:SIZE, file:PATH, "
+		    "tcp://HOST:PORT[,HOST:PORT...] or rdma://HOST:PORT[,...][?dev=NAME&gid=N]\n",
+		    c->uri);
 		return EXIT_USAGE;
 	}
 	if (c->cmd != CMD_STATS && (!c->key_len || c->key_len > KVR_MAX_KEY)) {
@@ -277,7 +288,7 @@ static int parse_args(struct cli *c, int argc, char **argv)
 static int open_target(struct cli *c)
 {
 	struct kvr_engine_opts eo = {.size = sizeof(eo), .max_objects = 64};
-	bool tcp = !strncmp(c->uri, "tcp://", 6);
+	bool tcp = node_list(c->uri) != NULL;
 	int rc;
 
 	eo.timeout_ms = c->timeout_ms;
@@ -667,10 +678,11 @@ static int cmd_stats(struct cli *c)
 		return EXIT_ERROR;
 	}
 	print_target_stats(c, &st);
-	if (strncmp(c->uri, "tcp://", 6))
+	if (!node_list(c->uri))
 		return EXIT_OK;
-	for (p = c->uri + 6; *p;) {
-		const char *end = strchr(p, ',');
+	/* rdma:// servers answer STATS over their TCP address too */
+	for (p = node_list(c->uri); *p && *p != '?';) {
+		const char *end = strpbrk(p, ",?");
 		size_t len = end ? (size_t)(end - p) : strlen(p);
 		char node[256];
 
@@ -681,7 +693,7 @@ static int cmd_stats(struct cli *c)
 				       c->timeout_ms, stdout))
 				rc = EXIT_ERROR;
 		}
-		p = end ? end + 1 : p + len;
+		p = end && *end == ',' ? end + 1 : p + len;
 	}
 	return rc;
 }
