@@ -589,6 +589,28 @@ static void fuzz_headers(void **state)
 	assert_true(accepted > iters / 20 && accepted < iters);
 }
 
+static void host_port(void **state)
+{
+	char host[16];
+	int port = -1;
+
+	(void)state;
+	assert_int_equal(kvr_proto_hostport("10.0.0.1:7700", host, sizeof(host), &port), 0);
+	assert_string_equal(host, "10.0.0.1");
+	assert_int_equal(port, 7700);
+	assert_int_equal(kvr_proto_hostport("[::1]:0", host, sizeof(host), &port), 0);
+	assert_string_equal(host, "::1");
+	assert_int_equal(port, 0);
+	assert_int_equal(kvr_proto_hostport(":65535", host, sizeof(host), &port), 0);
+	assert_string_equal(host, "");
+	assert_int_equal(port, 65535);
+	static const char *bad[] = {"host",	"host:",  "h:65536",
+				    "h:123456", "h:7x",	  "::1:5",
+				    "[::1:5",	"[::1]5", "a-very-long-host-name:1"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(kvr_proto_hostport(bad[i], host, sizeof(host), &port), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -603,6 +625,7 @@ int main(void)
 	    cmocka_unit_test(payload_not_allowed),
 	    cmocka_unit_test(hello_body),
 	    cmocka_unit_test(hello_rdma),
+	    cmocka_unit_test(host_port),
 	    cmocka_unit_test(ids_basic),
 	    cmocka_unit_test(ids_model),
 	    cmocka_unit_test(fuzz_headers),

@@ -6,6 +6,7 @@
  * hostile header cannot overflow anything.
  */
 #include "transport/proto.h"
+#include "transport/le.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -40,49 +41,6 @@ const struct kvr_proto_limits kvr_proto_default_limits = {
     .max_payload = KVR_PROTO_MAX_PAYLOAD,
     .max_hello = KVR_PROTO_MAX_HELLO,
 };
-
-/* memcpy keeps these legal at any alignment; compilers fold it to one load. */
-static uint16_t get16(const uint8_t *p)
-{
-	uint16_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return le16toh(v);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	uint32_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return le32toh(v);
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return le64toh(v);
-}
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	v = htole16(v);
-	memcpy(p, &v, sizeof(v));
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	v = htole32(v);
-	memcpy(p, &v, sizeof(v));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	v = htole64(v);
-	memcpy(p, &v, sizeof(v));
-}
 
 static bool op_has_key(uint8_t op)
 {
@@ -123,7 +81,7 @@ int kvr_proto_decode(const void *buf, size_t len, const struct kvr_proto_limits 
 		 * speaking something else is refused before it sends 32 bytes. */
 		uint8_t magic[4];
 
-		put32(magic, KVR_PROTO_MAGIC);
+		kvr_put32(magic, KVR_PROTO_MAGIC);
 		if (memcmp(p, magic, len < 4 ? len : 4))
 			return -EPROTO;
 		if (len > OFF_VERSION && p[OFF_VERSION] != KVR_PROTO_VERSION)
@@ -132,23 +90,23 @@ int kvr_proto_decode(const void *buf, size_t len, const struct kvr_proto_limits 
 	}
 	if (!lim)
 		lim = &kvr_proto_default_limits;
-	if (get32(p + OFF_MAGIC) != KVR_PROTO_MAGIC)
+	if (kvr_get32(p + OFF_MAGIC) != KVR_PROTO_MAGIC)
 		return -EPROTO;
 	if (p[OFF_VERSION] != KVR_PROTO_VERSION)
 		return -EPROTONOSUPPORT;
 
 	f.opcode = p[OFF_OPCODE];
-	f.flags = get16(p + OFF_FLAGS);
-	f.id = get64(p + OFF_ID);
-	f.status = (int32_t)get32(p + OFF_STATUS);
-	f.key_len = get16(p + OFF_KEYLEN);
-	f.payload_len = get64(p + OFF_PAYLOAD);
+	f.flags = kvr_get16(p + OFF_FLAGS);
+	f.id = kvr_get64(p + OFF_ID);
+	f.status = (int32_t)kvr_get32(p + OFF_STATUS);
+	f.key_len = kvr_get16(p + OFF_KEYLEN);
+	f.payload_len = kvr_get64(p + OFF_PAYLOAD);
 
 	if (f.opcode < KVR_PROTO_OP_HELLO || f.opcode > KVR_PROTO_OP_STATS)
 		return -EBADMSG;
 	if (f.flags & ~KVR_PROTO_F_KNOWN)
 		return -EBADMSG;
-	if (get16(p + OFF_RESERVED) != 0)
+	if (kvr_get16(p + OFF_RESERVED) != 0)
 		return -EBADMSG;
 	if (kvr_frame_is_response(&f)) {
 		if (f.status > 0 || f.status < -MAX_ERRNO)
@@ -183,15 +141,15 @@ size_t kvr_proto_encode(void *buf, const struct kvr_frame *f)
 {
 	uint8_t *p = buf;
 
-	put32(p + OFF_MAGIC, KVR_PROTO_MAGIC);
+	kvr_put32(p + OFF_MAGIC, KVR_PROTO_MAGIC);
 	p[OFF_VERSION] = KVR_PROTO_VERSION;
 	p[OFF_OPCODE] = f->opcode;
-	put16(p + OFF_FLAGS, f->flags);
-	put64(p + OFF_ID, f->id);
-	put32(p + OFF_STATUS, (uint32_t)f->status);
-	put16(p + OFF_KEYLEN, f->key_len);
-	put16(p + OFF_RESERVED, 0);
-	put64(p + OFF_PAYLOAD, f->payload_len);
+	kvr_put16(p + OFF_FLAGS, f->flags);
+	kvr_put64(p + OFF_ID, f->id);
+	kvr_put32(p + OFF_STATUS, (uint32_t)f->status);
+	kvr_put16(p + OFF_KEYLEN, f->key_len);
+	kvr_put16(p + OFF_RESERVED, 0);
+	kvr_put64(p + OFF_PAYLOAD, f->payload_len);
 	return KVR_PROTO_HDR_LEN;
 }
 
@@ -235,11 +193,11 @@ int kvr_proto_hello_encode(void *buf, size_t cap, const struct kvr_hello *h)
 		need += KVR_PROTO_HELLO_RDMA;
 	if (cap < need)
 		return -EMSGSIZE;
-	put16(p + H_VMIN, h->version_min);
-	put16(p + H_VMAX, h->version_max);
-	put16(p + H_SHARD, h->shard);
-	put16(p + H_SHARDS, h->shards);
-	put64(p + H_FEATURES, h->features);
+	kvr_put16(p + H_VMIN, h->version_min);
+	kvr_put16(p + H_VMAX, h->version_max);
+	kvr_put16(p + H_SHARD, h->shard);
+	kvr_put16(p + H_SHARDS, h->shards);
+	kvr_put64(p + H_FEATURES, h->features);
 	p[H_AUTHLEN] = h->auth_len;
 	memcpy(p + H_AUTH, h->auth, h->auth_len);
 	if (h->features & KVR_PROTO_FEAT_RDMA) {
@@ -247,14 +205,14 @@ int kvr_proto_hello_encode(void *buf, size_t cap, const struct kvr_hello *h)
 		const struct kvr_hello_rdma *r = &h->rdma;
 
 		memcpy(q + R_GID, r->gid, sizeof(r->gid));
-		put32(q + R_QPN, r->qpn);
-		put32(q + R_PSN, r->psn);
-		put16(q + R_LID, r->lid);
+		kvr_put32(q + R_QPN, r->qpn);
+		kvr_put32(q + R_PSN, r->psn);
+		kvr_put16(q + R_LID, r->lid);
 		q[R_MTU] = r->mtu;
 		q[R_RDATOMIC] = r->rd_atomic;
-		put16(q + R_DEPTH, r->depth);
-		put16(q + R_MAXDESC, r->max_desc);
-		put32(q + R_SLOT, r->slot);
+		kvr_put16(q + R_DEPTH, r->depth);
+		kvr_put16(q + R_MAXDESC, r->max_desc);
+		kvr_put32(q + R_SLOT, r->slot);
 	}
 	return (int)need;
 }
@@ -262,14 +220,14 @@ int kvr_proto_hello_encode(void *buf, size_t cap, const struct kvr_hello *h)
 static int rdma_decode(const uint8_t *q, struct kvr_hello_rdma *r)
 {
 	memcpy(r->gid, q + R_GID, sizeof(r->gid));
-	r->qpn = get32(q + R_QPN);
-	r->psn = get32(q + R_PSN);
-	r->lid = get16(q + R_LID);
+	r->qpn = kvr_get32(q + R_QPN);
+	r->psn = kvr_get32(q + R_PSN);
+	r->lid = kvr_get16(q + R_LID);
 	r->mtu = q[R_MTU];
 	r->rd_atomic = q[R_RDATOMIC];
-	r->depth = get16(q + R_DEPTH);
-	r->max_desc = get16(q + R_MAXDESC);
-	r->slot = get32(q + R_SLOT);
+	r->depth = kvr_get16(q + R_DEPTH);
+	r->max_desc = kvr_get16(q + R_MAXDESC);
+	r->slot = kvr_get32(q + R_SLOT);
 	if (r->qpn > 0xffffff || r->psn > 0xffffff || r->mtu < 1 || r->mtu > 5 || !r->depth ||
 	    !r->max_desc || r->slot < 1024 || r->slot > (1u << 20))
 		return -EBADMSG;
@@ -287,17 +245,17 @@ int kvr_proto_hello_decode(const void *buf, size_t len, struct kvr_hello *out)
 	if (alen > KVR_PROTO_MAX_AUTH)
 		return -EMSGSIZE;
 	if (len != KVR_PROTO_HELLO_FIXED + (size_t)alen +
-		       (get64(p + H_FEATURES) & KVR_PROTO_FEAT_RDMA ? KVR_PROTO_HELLO_RDMA : 0))
+		       (kvr_get64(p + H_FEATURES) & KVR_PROTO_FEAT_RDMA ? KVR_PROTO_HELLO_RDMA : 0))
 		return -EBADMSG;
-	if (!versions_ok(get16(p + H_VMIN), get16(p + H_VMAX)))
+	if (!versions_ok(kvr_get16(p + H_VMIN), kvr_get16(p + H_VMAX)))
 		return -EBADMSG;
 
 	memset(out, 0, sizeof(*out));
-	out->version_min = get16(p + H_VMIN);
-	out->version_max = get16(p + H_VMAX);
-	out->shard = get16(p + H_SHARD);
-	out->shards = get16(p + H_SHARDS);
-	out->features = get64(p + H_FEATURES);
+	out->version_min = kvr_get16(p + H_VMIN);
+	out->version_max = kvr_get16(p + H_VMAX);
+	out->shard = kvr_get16(p + H_SHARD);
+	out->shards = kvr_get16(p + H_SHARDS);
+	out->features = kvr_get64(p + H_FEATURES);
 	out->auth_len = alen;
 	memcpy(out->auth, p + H_AUTH, alen);
 	if ((out->features & KVR_PROTO_FEAT_RDMA) && rdma_decode(p + H_AUTH + alen, &out->rdma))
@@ -442,7 +400,44 @@ int kvr_proto_ids_remove(struct kvr_proto_ids *s, uint64_t id)
 	return 0;
 }
 
-/* ------------------------------------------------------------ rdma URIs */
+/* ------------------------------------------------------------------ URIs */
+
+int kvr_proto_hostport(const char *s, char *host, size_t hcap, int *port)
+{
+	const char *colon;
+	size_t hl;
+	int v = 0;
+
+	if (*s == '[') {
+		const char *end = strchr(s, ']');
+
+		if (!end || end[1] != ':')
+			return -EINVAL;
+		s++;
+		hl = (size_t)(end - s);
+		colon = end + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon)
+			return -EINVAL;
+		hl = (size_t)(colon - s);
+		if (memchr(s, ':', hl))
+			return -EINVAL; /* IPv6 needs brackets */
+	}
+	if (hl >= hcap || !colon[1] || strlen(colon + 1) > 5)
+		return -EINVAL;
+	for (const char *p = colon + 1; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return -EINVAL;
+		v = v * 10 + (*p - '0');
+	}
+	if (v > 65535)
+		return -EINVAL;
+	memcpy(host, s, hl);
+	host[hl] = 0;
+	*port = v;
+	return 0;
+}
 
 int kvr_proto_rdma_opts(const char *q, char *dev, size_t devcap, int *gid, char *msg, size_t msgcap)
 {

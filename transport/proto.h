@@ -154,6 +154,13 @@ bool kvr_proto_auth_check(const void *secret, size_t secret_len,
 int kvr_proto_nonce(uint8_t nonce[KVR_PROTO_NONCE_LEN]);
 
 /*
+ * Split "HOST:PORT" or "[V6]:PORT" (an IPv6 address needs the brackets).
+ * host (under hcap bytes, NUL-terminated) may come out empty; *port is
+ * 0..65535. 0, or -EINVAL (no port, a bad port, a host too long).
+ */
+int kvr_proto_hostport(const char *s, char *host, size_t hcap, int *port);
+
+/*
  * The options of an rdma:// URI after its '?': "dev=NAME" (the verbs device,
  * under devcap bytes) and "gid=N" (GID index 0..255), joined by '&'. *gid
  * is left alone unless given. 0, or -EINVAL with a message in msg.

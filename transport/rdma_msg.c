@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* RDMA transport messages (see rdma_msg.h): encode and validate. */
 #include "transport/rdma_msg.h"
+#include "transport/le.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -13,60 +14,18 @@
 #define O_RESV	  7
 #define O_ID	  8
 #define O_STATUS  16
-#define O_KEYLEN  20
-#define O_NDESC	  22
+#define O_KEYLEN  KVR_RMSG_O_KEYLEN
+#define O_NDESC	  KVR_RMSG_O_NDESC
 #define O_PAYLOAD 24
 _Static_assert(O_PAYLOAD + 8 == KVR_RMSG_HDR_LEN, "header size");
 
 #define MAX_ERRNO 4095
 
-static uint16_t get16(const uint8_t *p)
-{
-	uint16_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return le16toh(v);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	uint32_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return le32toh(v);
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return le64toh(v);
-}
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	v = htole16(v);
-	memcpy(p, &v, sizeof(v));
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	v = htole32(v);
-	memcpy(p, &v, sizeof(v));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	v = htole64(v);
-	memcpy(p, &v, sizeof(v));
-}
-
 struct kvr_rdesc kvr_rmsg_desc(const struct kvr_rmsg *m, uint32_t i)
 {
 	const uint8_t *p = m->desc + (size_t)i * KVR_RMSG_DESC;
 
-	return (struct kvr_rdesc){get64(p), get32(p + 8), get32(p + 12)};
+	return (struct kvr_rdesc){kvr_get64(p), kvr_get32(p + 8), kvr_get32(p + 12)};
 }
 
 static bool keyed(uint8_t op)
@@ -80,8 +39,8 @@ static int check_desc(const uint8_t *d, uint16_t n, uint64_t *sum)
 	uint64_t s = 0;
 
 	for (uint32_t i = 0; i < n; i++, d += KVR_RMSG_DESC) {
-		uint64_t addr = get64(d);
-		uint32_t len = get32(d + 12);
+		uint64_t addr = kvr_get64(d);
+		uint32_t len = kvr_get32(d + 12);
 
 		if (!len || addr + len < addr)
 			return -EBADMSG;
@@ -151,18 +110,18 @@ int kvr_rmsg_decode(const void *buf, size_t len, const struct kvr_rmsg_limits *l
 
 	if (len < KVR_RMSG_HDR_LEN)
 		return -EBADMSG;
-	if (get32(p + O_MAGIC) != KVR_RMSG_MAGIC)
+	if (kvr_get32(p + O_MAGIC) != KVR_RMSG_MAGIC)
 		return -EPROTO;
 	if (p[O_VERSION] != KVR_PROTO_VERSION)
 		return -EPROTONOSUPPORT;
 	memset(&m, 0, sizeof(m));
 	m.opcode = p[O_OPCODE];
 	m.flags = p[O_FLAGS];
-	m.id = get64(p + O_ID);
-	m.status = (int32_t)get32(p + O_STATUS);
-	m.key_len = get16(p + O_KEYLEN);
-	m.ndesc = get16(p + O_NDESC);
-	m.payload_len = get64(p + O_PAYLOAD);
+	m.id = kvr_get64(p + O_ID);
+	m.status = (int32_t)kvr_get32(p + O_STATUS);
+	m.key_len = kvr_get16(p + O_KEYLEN);
+	m.ndesc = kvr_get16(p + O_NDESC);
+	m.payload_len = kvr_get64(p + O_PAYLOAD);
 	resp = m.flags & KVR_RMSG_F_RESPONSE;
 
 	if (m.opcode < KVR_PROTO_OP_PUT || m.opcode > KVR_PROTO_OP_STATS)
@@ -198,23 +157,23 @@ void kvr_rmsg_encode_hdr(void *buf, const struct kvr_rmsg *m)
 {
 	uint8_t *p = buf;
 
-	put32(p + O_MAGIC, KVR_RMSG_MAGIC);
+	kvr_put32(p + O_MAGIC, KVR_RMSG_MAGIC);
 	p[O_VERSION] = KVR_PROTO_VERSION;
 	p[O_OPCODE] = m->opcode;
 	p[O_FLAGS] = m->flags;
 	p[O_RESV] = 0;
-	put64(p + O_ID, m->id);
-	put32(p + O_STATUS, (uint32_t)m->status);
-	put16(p + O_KEYLEN, m->key_len);
-	put16(p + O_NDESC, m->ndesc);
-	put64(p + O_PAYLOAD, m->payload_len);
+	kvr_put64(p + O_ID, m->id);
+	kvr_put32(p + O_STATUS, (uint32_t)m->status);
+	kvr_put16(p + O_KEYLEN, m->key_len);
+	kvr_put16(p + O_NDESC, m->ndesc);
+	kvr_put64(p + O_PAYLOAD, m->payload_len);
 }
 
 void kvr_rmsg_put_desc(uint8_t *p, const struct kvr_rdesc *d)
 {
-	put64(p, d->addr);
-	put32(p + 8, d->rkey);
-	put32(p + 12, d->len);
+	kvr_put64(p, d->addr);
+	kvr_put32(p + 8, d->rkey);
+	kvr_put32(p + 12, d->len);
 }
 
 int kvr_rmsg_encode(void *buf, size_t cap, const struct kvr_rmsg *m, const struct kvr_rdesc *desc,

@@ -27,6 +27,9 @@
 #define KVR_RMSG_MAGIC	 0x4452564bu /* "KVRD" on the wire */
 #define KVR_RMSG_HDR_LEN 32
 #define KVR_RMSG_DESC	 16
+/* Offsets of the header's key length and descriptor count. */
+#define KVR_RMSG_O_KEYLEN 20
+#define KVR_RMSG_O_NDESC  22
 /* Largest inline payload: put payloads up to this size travel inline (and
  * must), as the TCP transport's small frames do. */
 #define KVR_RMSG_INLINE 4096u

@@ -123,8 +123,8 @@ static int parse_uri(struct kvr_server *s, const char *uri, char *host, size_t h
 		     size_t pcap)
 {
 	char buf[320];
-	const char *h, *colon, *q;
-	size_t hl;
+	const char *h, *q;
+	int pnum;
 
 	if (!strncmp(uri, "rdma://", 7)) {
 		char msg[160];
@@ -149,36 +149,11 @@ static int parse_uri(struct kvr_server *s, const char *uri, char *host, size_t h
 	} else {
 		return -EINVAL;
 	}
-	if (*h == '[') {
-		const char *end = strchr(h, ']');
-
-		if (!end || end[1] != ':')
-			return -EINVAL;
-		h++;
-		hl = (size_t)(end - h);
-		colon = end + 1;
-	} else {
-		colon = strrchr(h, ':');
-		if (!colon)
-			return -EINVAL;
-		hl = (size_t)(colon - h);
-		if (memchr(h, ':', hl))
-			return -EINVAL; /* IPv6 needs brackets */
-	}
-	if (hl >= hcap || !colon[1] || strlen(colon + 1) >= pcap || strlen(colon + 1) > 5)
+	if (kvr_proto_hostport(h, host, hcap, &pnum))
 		return -EINVAL;
-	for (const char *p = colon + 1; *p; p++)
-		if (*p < '0' || *p > '9')
-			return -EINVAL;
-	if (atoi(colon + 1) > 65535)
-		return -EINVAL;
-	if (hl) {
-		memcpy(host, h, hl);
-		host[hl] = 0;
-	} else {
+	if (!host[0])
 		snprintf(host, hcap, "127.0.0.1");
-	}
-	snprintf(port, pcap, "%s", colon + 1);
+	snprintf(port, pcap, "%d", pnum);
 	return 0;
 }
 

@@ -200,6 +200,17 @@ void srv_send_entry(struct srv_req *r, struct kvr_entry *en);
  * the client's queue pair when it asked for RDMA, else NULL). */
 void srv_adopt(struct kvr_server *s, int fd, const char *peer, uint64_t hello_id,
 	       const struct kvr_hello_rdma *qp);
+/* Append r to a singly linked FIFO of requests. */
+static inline void srv_fifo_push(struct srv_req **head, struct srv_req **tail, struct srv_req *r)
+{
+	r->next = NULL;
+	if (*tail)
+		(*tail)->next = r;
+	else
+		*head = r;
+	*tail = r;
+}
+
 /* Whether a connection can still take a response. */
 static inline bool srv_conn_live(const struct srv_conn *c)
 {

@@ -23,6 +23,7 @@
  */
 #include "transport/rdma.h"
 #include "transport/serve.h"
+#include "transport/le.h"
 
 #include <endian.h>
 #include <string.h>
@@ -53,13 +54,10 @@ static struct kvr_rmsg held_msg(const struct srv_req *r)
 	const struct rdma_chan *ch = r->c->ch;
 	const uint8_t *p = ch->rbuf + (size_t)r->rslot * RDMA_SLOT;
 	struct kvr_rmsg m;
-	uint16_t key_len, ndesc;
 
-	memcpy(&key_len, p + 20, sizeof(key_len));
-	memcpy(&ndesc, p + 22, sizeof(ndesc));
 	memset(&m, 0, sizeof(m));
-	m.key_len = le16toh(key_len);
-	m.ndesc = le16toh(ndesc);
+	m.key_len = kvr_get16(p + KVR_RMSG_O_KEYLEN);
+	m.ndesc = kvr_get16(p + KVR_RMSG_O_NDESC);
 	m.desc = p + KVR_RMSG_HDR_LEN + m.key_len;
 	return m;
 }

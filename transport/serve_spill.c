@@ -385,12 +385,7 @@ bool srv_spill_remove(struct kvr_server *s, struct srv_req *r, const struct kvr_
 		return true;
 	}
 	r->state = RQ_SPILL_RM;
-	r->next = NULL;
-	if (sp->rm_tail)
-		sp->rm_tail->next = r;
-	else
-		sp->rm_head = r;
-	sp->rm_tail = r;
+	srv_fifo_push(&sp->rm_head, &sp->rm_tail, r);
 	return true;
 }
 
@@ -411,12 +406,7 @@ void srv_spill_put_committed(struct kvr_server *s, const struct kvr_objd *o)
 void srv_wait_add(struct kvr_server *s, struct srv_req *r)
 {
 	r->state = RQ_WAIT;
-	r->next = NULL;
-	if (s->wait_tail)
-		s->wait_tail->next = r;
-	else
-		s->wait_head = r;
-	s->wait_tail = r;
+	srv_fifo_push(&s->wait_head, &s->wait_tail, r);
 	s->wait_bytes += r->need;
 	s->wait_force = true; /* retry at the next round */
 }

@@ -23,36 +23,13 @@ int tcp_node_init(struct tcp_cluster *cl, struct tcp_node *n, const char *hostpo
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
 	char host[64], port[16];
-	const char *colon, *h = hostport;
-	size_t hl;
-	int rc;
+	int rc, pnum;
 
 	memset(n, 0, sizeof(*n));
 	n->cl = cl;
-	if (*h == '[') { /* [v6]:port */
-		const char *end = strchr(h, ']');
-
-		if (!end || end[1] != ':')
-			return -EINVAL;
-		h++;
-		hl = (size_t)(end - h);
-		colon = end + 1;
-	} else {
-		colon = strrchr(h, ':');
-		if (!colon)
-			return -EINVAL;
-		hl = (size_t)(colon - h);
-	}
-	if (!hl || hl >= sizeof(host) || !colon[1] || strlen(colon + 1) >= sizeof(port))
+	if (kvr_proto_hostport(hostport, host, sizeof(host), &pnum) || !host[0] || !pnum)
 		return -EINVAL;
-	memcpy(host, h, hl);
-	host[hl] = 0;
-	strcpy(port, colon + 1);
-	for (const char *p = port; *p; p++)
-		if (*p < '0' || *p > '9')
-			return -EINVAL;
-	if (atoi(port) < 1 || atoi(port) > 65535)
-		return -EINVAL;
+	snprintf(port, sizeof(port), "%d", pnum);
 	rc = getaddrinfo(host, port, &hints, &ai);
 	if (rc || !ai) {
 		kvr_set_errmsg(cl->t.e, "cannot resolve '%s': %s", host, gai_strerror(rc));
