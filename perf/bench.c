@@ -7,7 +7,8 @@
  *                [--conns N] [--replicas R] [--secret-file F] [--keys N]
  *
  * URI is a local store (mem:SIZE, file:PATH) or a cluster of kvring-server
- * nodes (tcp://HOST:PORT[,HOST:PORT...], opened with kvr_connect).
+ * nodes (tcp://HOST:PORT[,HOST:PORT...] or rdma://HOST:PORT[,...][?dev=NAME],
+ * opened with kvr_connect).
  *
  * With no arguments it runs the quick-start demo (demo.c).
  */
@@ -24,7 +25,8 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: kvring-bench [options]        (no options: the quick-start demo)\n"
-		"  --target URI      mem:SIZE, file:PATH or tcp://HOST:PORT[,HOST:PORT...]\n"
+		"  --target URI      mem:SIZE, file:PATH, tcp://HOST:PORT[,HOST:PORT...] or\n"
+		"                    rdma://HOST:PORT[,...][?dev=NAME&gid=N]\n"
 		"                    (default %s)\n"
 		"  --op put|get      operation to measure (default put); get fills the\n"
 		"                    store first and checks the bytes of one round\n"
@@ -83,7 +85,7 @@ const char *bench_file_path(const char *uri)
 
 bool bench_is_remote(const char *uri)
 {
-	return !strncmp(uri, "tcp://", 6);
+	return !strncmp(uri, "tcp://", 6) || !strncmp(uri, "rdma://", 7);
 }
 
 void bench_errmsg(kvr_engine *e, int rc, const char *what, const char *obj)
@@ -338,7 +340,7 @@ static int parse_args(int argc, char **argv, struct bench_cfg *cfg, bool *demo)
 	    !bench_is_remote(cfg->target)) {
 		fprintf(stderr,
 			"kvring-bench: --target '%s': expected mem:SIZE, file:PATH or "
-			"tcp://HOST:PORT[,HOST:PORT...]\n",
+			"tcp://HOST:PORT[,HOST:PORT...] or rdma://HOST:PORT[,...][?dev=NAME]\n",
 			cfg->target);
 		return 2;
 	}

@@ -19,6 +19,8 @@ status; 99 if the VM itself did not come up right; 124 on timeout).
   --build-dir DIR     meson build dir; the kernel cache goes to DIR/rdma-vm-cache
                       unless KVR_RDMA_VM_CACHE names another place
   --server PATH       a kvring-server binary; the guest exports KVR_SERVER_BIN
+  --with PATH         put another program (and its libraries) into the VM, at
+                      its host path, without running it (repeatable)
   --shell-cmd CMD     run CMD with sh inside the VM, like a test (repeatable)
   --env NAME=VALUE    export NAME=VALUE to the tests (repeatable)
   --timeout S         hard limit for the whole VM run (default 300)
@@ -55,6 +57,7 @@ unavailable() {
 
 build_dir=
 server=
+withs=()
 timeout_s=${KVR_RDMA_VM_TIMEOUT:-300}
 test_timeout=${KVR_RDMA_VM_TEST_TIMEOUT:-120}
 mem=${KVR_RDMA_VM_MEM:-4G}
@@ -68,6 +71,7 @@ while [ $# -gt 0 ]; do
 	case $1 in
 	--build-dir) need $# "$1"; build_dir=$2; shift 2 ;;
 	--server) need $# "$1"; server=$2; shift 2 ;;
+	--with) need $# "$1"; withs+=("$2"); shift 2 ;;
 	--shell-cmd) need $# "$1"; items+=("c:$2"); shift 2 ;;
 	--env) need $# "$1"; envs+=("$2"); shift 2 ;;
 	--timeout) need $# "$1"; timeout_s=$2; shift 2 ;;
@@ -311,6 +315,9 @@ printf 'passwd: files\ngroup: files\nhosts: files\n' >"$root/etc/nsswitch.conf"
 		add_elf "$server"
 		echo "export KVR_SERVER_BIN=$(quote "$(img_path "$server")")"
 	fi
+	for w in ${withs[@]+"${withs[@]}"}; do
+		add_elf "$(readlink -f -- "$w")"
+	done
 	# What meson or the caller sets for tests and means for the guest too.
 	for v in CMOCKA_MESSAGE_OUTPUT CMOCKA_XML_FILE CMOCKA_TEST_ABORT ASAN_OPTIONS \
 		UBSAN_OPTIONS LSAN_OPTIONS MALLOC_PERTURB_; do
