@@ -3,7 +3,7 @@
 # Quiet and idempotent; used by the quick start, the tests and CI.
 set -euo pipefail
 pkgs="gcc pkg-config meson ninja-build liburing-dev libibverbs-dev libcmocka-dev \
-libisal-dev libxxhash-dev libssl-dev fio \
+libisal-dev libxxhash-dev libssl-dev fio valgrind \
 qemu-system-x86 busybox-static cpio ibverbs-utils ibverbs-providers iproute2 ${KVR_EXTRA_PKGS:-}"
 missing=""
 for p in $pkgs; do
