@@ -318,6 +318,35 @@ static void batches_of_1000(void **state)
 	free(d);
 }
 
+/* A server of two engines (threads): the client learns the shards from the
+ * first connection and opens queue pairs to each; the listening shard hands
+ * the second shard its connections, which make their queue pairs there. */
+static void threaded_server(void **state)
+{
+	struct kvt_server s;
+	struct kvt_done *d = calloc(1, sizeof(*d));
+	char listen[160], uri[512];
+	struct ctx c;
+
+	(void)state;
+	snprintf(listen, sizeof(listen), "rdma://%s:0?dev=%s", addr2, dev2);
+	assert_int_equal(
+	    kvt_server_start_at(&s, listen, NULL,
+				(const char *[]){"--memory", "128M", "--threads", "2", NULL}),
+	    0);
+	cluster_uri(uri, sizeof(uri), &s, 1, dev1);
+	ctx_up(&c, uri, NULL);
+	run(&c, KVR_OP_PUT, 0, 500, 8 << 10, 2, d);
+	for (uint32_t i = 0; i < 500; i++)
+		assert_int_equal(d->results[i], 8 << 10);
+	run(&c, KVR_OP_GET, 0, 500, 8 << 10, 2, d);
+	for (uint32_t i = 0; i < 500; i++)
+		assert_true(d->results[i] == 8 << 10 && intact(&c, i, 0, 8 << 10, 0));
+	ctx_down(&c);
+	assert_int_equal(kvt_server_stop(&s), 0);
+	free(d);
+}
+
 /* Client in one network namespace, server in another: two "hosts". */
 static void two_hosts(void **state)
 {
@@ -691,6 +720,7 @@ int main(void)
 	    cmocka_unit_test(sizes_and_sges),
 	    cmocka_unit_test(batches_of_1000),
 	    cmocka_unit_test(busy_polling),
+	    cmocka_unit_test(threaded_server),
 	    cmocka_unit_test(two_hosts),
 	    cmocka_unit_test(forged_rkey),
 	    cmocka_unit_test(stalled_server),

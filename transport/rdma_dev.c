@@ -483,20 +483,24 @@ static void ctx_flush(struct kvr_flush *f)
 {
 	struct rdma_ctx *ctx = KVR_CONTAINER_OF(f, struct rdma_ctx, flush);
 
-	while (ctx->dead && ctx->dead->drained) {
-		struct rdma_chan *ch = ctx->dead;
+	struct rdma_chan *ch, *next, **pp = &ctx->dead;
 
-		ctx->dead = ch->next;
-		rdma_chan_free(ch);
+	while ((ch = *pp)) {
+		if (ch->drained) {
+			*pp = ch->next;
+			rdma_chan_free(ch);
+		} else {
+			pp = &ch->next;
+		}
 	}
 	if (ctx->e->flags & KVR_ENGINE_BUSY_POLL)
 		rdma_ctx_poll(ctx);
-	for (struct rdma_chan *ch = ctx->chans; ch; ch = ch->next)
+	/* A failed post may close a channel (moving it to the dead list). */
+	for (ch = ctx->chans; ch; ch = next) {
+		next = ch->next;
 		if (ch->nwr || ch->nrq_stage)
 			rdma_chan_flush(ch);
-	for (struct rdma_chan *ch = ctx->dead; ch; ch = ch->next)
-		if (ch->nwr || ch->nrq_stage)
-			rdma_chan_flush(ch);
+	}
 }
 
 static void ctx_fini(struct kvr_engine_ext *x)
