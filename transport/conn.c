@@ -433,6 +433,15 @@ static void rx_done(struct kvr_io *io, int res, uint32_t flags)
 	conn_put(c);
 }
 
+/* Set SO_RCVLOWAT when it changes. A failure only costs wake-ups. */
+static void rx_lowat(struct kvr_conn *c, int v)
+{
+	if (c->rx_lowat == v)
+		return;
+	if (setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)) == 0)
+		c->rx_lowat = v;
+}
+
 /* Post the next recv: straight into the destination for a large payload,
  * else into the staging buffer (exactly what the frame needs after a large
  * frame, as much as fits otherwise). */
@@ -459,8 +468,18 @@ static void rx_next(struct kvr_conn *c)
 		c->rx_msg.msg_iov = c->rx_iov;
 		c->rx_msg.msg_iovlen = n;
 		sqe = conn_sqe(c);
-		io_uring_prep_recvmsg(sqe, c->fd, &c->rx_msg, MSG_WAITALL);
+		if (c->rx_f.payload_len >= KVR_CONN_LOWAT_MIN) {
+			/* Woken when the rest (up to the cap) is in; no MSG_WAITALL,
+			 * whose retries would keep a low-water mark above what
+			 * remains. A short recv comes back here with a lower one. */
+			rx_lowat(c, c->rx_left < KVR_CONN_LOWAT_MAX ? (int)c->rx_left
+								    : (int)KVR_CONN_LOWAT_MAX);
+			io_uring_prep_recvmsg(sqe, c->fd, &c->rx_msg, 0);
+		} else {
+			io_uring_prep_recvmsg(sqe, c->fd, &c->rx_msg, MSG_WAITALL);
+		}
 	} else {
+		rx_lowat(c, 1); /* headers: wake for any byte */
 		if (c->rx_state == RX_DISCARD) {
 			c->head = c->tail = 0;
 			want =
@@ -618,6 +637,7 @@ int kvr_conn_init(struct kvr_conn *c, kvr_engine *e, const struct kvr_conn_ops *
 	c->ops = ops;
 	c->owner = owner;
 	c->fd = -1;
+	c->rx_lowat = 1;
 	c->lim = lim;
 	c->zc_min = zc_min;
 	c->name = "conn";

@@ -6,7 +6,12 @@
  *
  * Receive: one recv in flight. Small frames arrive through a staging buffer
  * and are handed over in place; a payload over KVR_CONN_SMALL goes straight
- * into the owner's memory with recvmsg(MSG_WAITALL). After a large frame the
+ * into the owner's memory with recvmsg(MSG_WAITALL); one of at least
+ * KVR_CONN_LOWAT_MIN bytes with plain recvmsg calls under SO_RCVLOWAT = the
+ * bytes still due (at most KVR_CONN_LOWAT_MAX), so the kernel wakes the
+ * loop once a payload (or a large part of it) is in, not once per segment
+ * (each wake costs the sending side too: on loopback it runs the
+ * receiver's TCP stack and the wake-up itself). After a large frame the
  * next recv asks for exactly the header (and key), so a stream of large
  * objects never passes through the staging buffer; only a payload that
  * follows small frames in the same recv has its first bytes copied
@@ -34,6 +39,9 @@
 /* Payloads up to this size are delivered in place from the staging buffer. */
 #define KVR_CONN_SMALL	 4096u
 #define KVR_CONN_STAGING (64u << 10)
+/* Payloads from this size are received under SO_RCVLOWAT (see above). */
+#define KVR_CONN_LOWAT_MIN (64u << 10)
+#define KVR_CONN_LOWAT_MAX (4u << 20)
 /* iovecs of one sendmsg: the kernel's UIO_MAXIOV. */
 #define KVR_CONN_IOV 1024u
 
@@ -135,6 +143,7 @@ struct kvr_conn {
 	uint64_t rx_sge_off;
 	struct msghdr rx_msg;
 	struct iovec rx_iov[KVR_MAX_SGE];
+	int rx_lowat; /* SO_RCVLOWAT now set on fd (1: the kernel's default) */
 
 	/* send */
 	struct kvr_tx *q_head, *q_tail; /* queued, not yet in a send */
