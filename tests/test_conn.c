@@ -32,6 +32,7 @@ struct end {
 	uint64_t small_sum;
 	uint64_t got_len[MAXF];
 	uint64_t got_id[MAXF];
+	uint32_t got_crc[MAXF]; /* the trailer of frame i (0: none) */
 };
 
 struct sent {
@@ -50,6 +51,7 @@ static int on_frame(struct kvr_conn *c, const struct kvr_frame *f, const uint8_t
 	if (e->frames < MAXF) {
 		e->got_len[e->frames] = f->payload_len;
 		e->got_id[e->frames] = f->id;
+		e->got_crc[e->frames] = small ? f->crc : 0;
 	}
 	e->frames++;
 	e->last_id = f->id;
@@ -69,7 +71,8 @@ static void on_payload(struct kvr_conn *c, const struct kvr_frame *f)
 {
 	struct end *e = c->owner;
 
-	(void)f;
+	if (e->frames && e->frames <= MAXF)
+		e->got_crc[e->frames - 1] = f->crc;
 	e->payloads++;
 }
 
@@ -287,6 +290,67 @@ static void zero_copy_gives_way_when_copied(void **state)
 	kvt_free_mem(dst, BUF);
 }
 
+/* GET answers with a crc trailer, small and large, many in one round: the
+ * trailers reach the owner (f->crc), never the payload's memory, and the
+ * frames after them parse; a discarded payload takes its trailer along. */
+static void crc_trailers(void **state)
+{
+	static const size_t sizes[] = {100, 4096, 4097, 65536, (1 << 20) + 7, 10, 300000};
+	enum { N = sizeof(sizes) / sizeof(sizes[0]) };
+	struct pair p;
+	static struct sent s[N];
+	uint8_t *src = kvt_alloc_mem(BUF), *dst = kvt_alloc_mem(BUF);
+
+	(void)state;
+	for (int round = 0; round < 2; round++) {
+		bool done = false;
+
+		pair_up(&p, UINT32_MAX);
+		p.b.discard = round == 1;
+		kvt_fill(src, 2 << 20, 5);
+		memset(dst, 0, BUF);
+		p.b.ndst = 1;
+		p.b.dst[0] = (struct kvr_sgx){dst, BUF, NULL};
+		for (int i = 0; i < N; i++) {
+			struct kvr_frame f = {.opcode = KVR_PROTO_OP_GET,
+					      .flags = KVR_PROTO_F_RESPONSE | KVR_PROTO_F_CRC,
+					      .id = 900 + (uint64_t)i,
+					      .payload_len = sizes[i],
+					      .crc = 0xa5a50000u + (uint32_t)i};
+
+			memset(&s[i], 0, sizeof(s[i]));
+			s[i].sgx[0] = (struct kvr_sgx){src, sizes[i], NULL};
+			s[i].tx.done = sent_done;
+			s[i].tx.sgx = s[i].sgx;
+			s[i].tx.nsge = 1;
+			kvr_conn_send(&p.a.c, &s[i].tx, &f);
+		}
+		for (int k = 0; k < 20000 && !done; k++) {
+			assert_true(kvr_engine_poll(p.e, 1) >= 0);
+			done = p.b.frames == N && s[N - 1].done;
+		}
+		assert_true(done);
+		assert_false(p.b.closed);
+		for (int i = 0; i < N; i++) {
+			assert_int_equal(p.b.got_id[i], 900 + (uint64_t)i);
+			assert_int_equal(p.b.got_len[i], sizes[i]);
+			if (!round || sizes[i] <= KVR_CONN_SMALL)
+				assert_int_equal(p.b.got_crc[i], 0xa5a50000u + (uint32_t)i);
+		}
+		/* payloads landed in dst, their trailers did not: after the last
+		 * one are the earlier, longer one's bytes, after that one zeros */
+		if (!round) {
+			assert_true(kvt_check(dst, 300000, 5));
+			assert_memory_equal(dst + 300000, src + 300000, 64);
+			for (size_t k = (1 << 20) + 7; k < (1 << 20) + 7 + 64; k++)
+				assert_int_equal(dst[k], 0);
+		}
+		pair_down(&p);
+	}
+	kvt_free_mem(src, BUF);
+	kvt_free_mem(dst, BUF);
+}
+
 /* Many frames queued in one round: gathered into few sendmsg calls (more
  * than one: each takes at most KVR_CONN_IOV iovecs), parsed back in order;
  * large ones discarded by the receiver. */
@@ -393,6 +457,7 @@ int main(void)
 	    cmocka_unit_test(frames_zero_copy),
 	    cmocka_unit_test(frames_plain),
 	    cmocka_unit_test(zero_copy_gives_way_when_copied),
+	    cmocka_unit_test(crc_trailers),
 	    cmocka_unit_test(burst_and_discard),
 	    cmocka_unit_test(unsend),
 	    cmocka_unit_test(bad_header_and_cut),

@@ -589,6 +589,36 @@ static void fuzz_headers(void **state)
 	assert_true(accepted > iters / 20 && accepted < iters);
 }
 
+/* The crc trailer flag: only on a GET response that carries a payload. */
+static void crc_flag(void **state)
+{
+	struct kvr_frame f;
+
+	(void)state;
+	f = valid(KVR_PROTO_OP_GET, true, 7);
+	f.flags |= KVR_PROTO_F_CRC;
+	assert_int_equal(enc_dec(&f), HDR);
+	assert_int_equal(kvr_frame_trailer(&f), KVR_PROTO_CRC_LEN);
+	f.payload_len = 0;
+	assert_int_equal(enc_dec(&f), -EBADMSG);
+	f = valid(KVR_PROTO_OP_GET, true, 7);
+	f.flags |= KVR_PROTO_F_CRC;
+	f.status = -ENOENT;
+	f.payload_len = 0;
+	assert_int_equal(enc_dec(&f), -EBADMSG);
+	f = valid(KVR_PROTO_OP_GET, false, 7);
+	f.flags |= KVR_PROTO_F_CRC;
+	assert_int_equal(enc_dec(&f), -EBADMSG);
+	f = valid(KVR_PROTO_OP_PUT, false, 7);
+	f.flags |= KVR_PROTO_F_CRC;
+	assert_int_equal(enc_dec(&f), -EBADMSG);
+	f = valid(KVR_PROTO_OP_STATS, true, 7);
+	f.flags |= KVR_PROTO_F_CRC;
+	assert_int_equal(enc_dec(&f), -EBADMSG);
+	f = valid(KVR_PROTO_OP_GET, true, 7);
+	assert_int_equal(kvr_frame_trailer(&f), 0);
+}
+
 static void host_port(void **state)
 {
 	char host[16];
@@ -626,6 +656,7 @@ int main(void)
 	    cmocka_unit_test(hello_body),
 	    cmocka_unit_test(hello_rdma),
 	    cmocka_unit_test(host_port),
+	    cmocka_unit_test(crc_flag),
 	    cmocka_unit_test(ids_basic),
 	    cmocka_unit_test(ids_model),
 	    cmocka_unit_test(fuzz_headers),

@@ -7,6 +7,7 @@
  */
 #include "transport/conn.h"
 #include "engine/compat.h"
+#include "transport/le.h"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -27,7 +28,7 @@ static uint64_t frame_need(const struct kvr_frame *f)
 {
 	uint64_t n = KVR_PROTO_HDR_LEN + f->key_len;
 
-	return f->payload_len <= KVR_CONN_SMALL ? n + f->payload_len : n;
+	return f->payload_len <= KVR_CONN_SMALL ? n + f->payload_len + kvr_frame_trailer(f) : n;
 }
 
 static void maybe_finish(struct kvr_conn *c);
@@ -185,7 +186,7 @@ static void send_start(struct kvr_conn *c)
 	s->zc = false;
 	while (c->q_head) {
 		struct kvr_tx *tx = c->q_head;
-		uint32_t need = 2 + tx->nsge;
+		uint32_t need = 3 + tx->nsge;
 		uint64_t left = tx->payload_len;
 
 		if (s->niov + need > KVR_CONN_IOV)
@@ -211,6 +212,8 @@ static void send_start(struct kvr_conn *c)
 			if (c->zc_ok && n >= c->zc_min)
 				s->zc = true;
 		}
+		if (tx->trailer_len)
+			s->iov[s->niov++] = (struct iovec){tx->trailer, tx->trailer_len};
 		c->st.frames_out++;
 	}
 	if (!s->head)
@@ -232,6 +235,9 @@ void kvr_conn_send(struct kvr_conn *c, struct kvr_tx *tx, const struct kvr_frame
 	kvr_proto_encode(tx->hdr, f);
 	tx->key_len = f->key_len;
 	tx->payload_len = f->payload_len;
+	tx->trailer_len = (uint8_t)kvr_frame_trailer(f);
+	if (tx->trailer_len)
+		kvr_put32(tx->trailer, f->crc);
 	tx->next = NULL;
 	if (c->closed) { /* owner misuse after on_close: fail it at once */
 		tx->state = TX_IDLE;
@@ -295,8 +301,20 @@ static void rx_copy_in(struct kvr_conn *c, const uint8_t *src, uint64_t n)
 	}
 }
 
+/* Take up to n staged bytes of the crc trailer. */
+static void rx_trailer_in(struct kvr_conn *c, const uint8_t *src, uint32_t n)
+{
+	uint32_t k = n < c->rx_tleft ? n : c->rx_tleft;
+
+	memcpy(c->rx_trailer + KVR_PROTO_CRC_LEN - c->rx_tleft, src, k);
+	c->rx_tleft -= k;
+	c->head += k;
+}
+
 static void rx_payload_done(struct kvr_conn *c)
 {
+	if (kvr_frame_trailer(&c->rx_f))
+		c->rx_f.crc = kvr_get32(c->rx_trailer);
 	c->rx_state = RX_HDR;
 	c->rx_large = true;
 	c->ops->on_payload(c, &c->rx_f);
@@ -334,6 +352,8 @@ static void rx_parse(struct kvr_conn *c)
 		c->rx_f = f;
 		c->st.frames_in++;
 		if (f.payload_len <= KVR_CONN_SMALL) {
+			if (kvr_frame_trailer(&f))
+				f.crc = kvr_get32(p + need - KVR_PROTO_CRC_LEN);
 			c->head += (uint32_t)need;
 			c->rx_large = false;
 			rc = c->ops->on_frame(
@@ -355,8 +375,10 @@ static void rx_parse(struct kvr_conn *c)
 		c->rx_dst = dst;
 		c->rx_sge = 0;
 		c->rx_sge_off = 0;
-		c->rx_left = f.payload_len;
 		c->rx_state = dst.nsge ? RX_DIRECT : RX_DISCARD;
+		/* the trailer goes to rx_trailer; discarded, it is just bytes */
+		c->rx_left = f.payload_len + (dst.nsge ? 0 : kvr_frame_trailer(&f));
+		c->rx_tleft = dst.nsge ? kvr_frame_trailer(&f) : 0;
 		avail = c->tail - c->head;
 		if (avail) {
 			uint64_t n = avail < c->rx_left ? avail : c->rx_left;
@@ -365,8 +387,11 @@ static void rx_parse(struct kvr_conn *c)
 				rx_copy_in(c, c->stage + c->head, n);
 			c->head += (uint32_t)n;
 			c->rx_left -= n;
+			avail -= (uint32_t)n;
 		}
-		if (c->rx_left)
+		if (!c->rx_left && c->rx_tleft && avail)
+			rx_trailer_in(c, c->stage + c->head, avail);
+		if (c->rx_left || c->rx_tleft)
 			return;
 		rx_payload_done(c);
 	}
@@ -400,9 +425,11 @@ static void rx_done(struct kvr_io *io, int res, uint32_t flags)
 	c->st.bytes_in += (uint64_t)res;
 	switch (c->rx_state) {
 	case RX_DIRECT: {
-		uint64_t n = (uint64_t)res;
+		uint64_t n = (uint64_t)res, pl = n < c->rx_left ? n : c->rx_left;
 
-		c->rx_left -= n;
+		c->rx_left -= pl;
+		c->rx_tleft -= (uint32_t)(n - pl); /* the recv asked for no more */
+		n = pl;
 		while (n) { /* advance the destination position */
 			uint64_t room = c->rx_dst.sgx[c->rx_sge].len - c->rx_sge_off;
 			uint64_t k = n < room ? n : room;
@@ -414,7 +441,7 @@ static void rx_done(struct kvr_io *io, int res, uint32_t flags)
 				c->rx_sge_off = 0;
 			}
 		}
-		if (!c->rx_left)
+		if (!c->rx_left && !c->rx_tleft)
 			rx_payload_done(c);
 		break;
 	}
@@ -464,6 +491,9 @@ static void rx_next(struct kvr_conn *c)
 			c->rx_iov[n++] = (struct iovec){x->addr + off, k};
 			left -= k;
 		}
+		if (c->rx_tleft) /* the crc trailer, after the payload */
+			c->rx_iov[n++] = (struct iovec){
+			    c->rx_trailer + KVR_PROTO_CRC_LEN - c->rx_tleft, c->rx_tleft};
 		memset(&c->rx_msg, 0, sizeof(c->rx_msg));
 		c->rx_msg.msg_iov = c->rx_iov;
 		c->rx_msg.msg_iovlen = n;
@@ -472,8 +502,9 @@ static void rx_next(struct kvr_conn *c)
 			/* Woken when the rest (up to the cap) is in; no MSG_WAITALL,
 			 * whose retries would keep a low-water mark above what
 			 * remains. A short recv comes back here with a lower one. */
-			rx_lowat(c, c->rx_left < KVR_CONN_LOWAT_MAX ? (int)c->rx_left
-								    : (int)KVR_CONN_LOWAT_MAX);
+			uint64_t due = c->rx_left + c->rx_tleft;
+
+			rx_lowat(c, due < KVR_CONN_LOWAT_MAX ? (int)due : (int)KVR_CONN_LOWAT_MAX);
 			io_uring_prep_recvmsg(sqe, c->fd, &c->rx_msg, 0);
 		} else {
 			io_uring_prep_recvmsg(sqe, c->fd, &c->rx_msg, MSG_WAITALL);

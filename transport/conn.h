@@ -69,7 +69,8 @@ struct kvr_conn_ops {
 	 */
 	int (*on_frame)(struct kvr_conn *c, const struct kvr_frame *f, const uint8_t *key,
 			const uint8_t *small, struct kvr_rx_dest *dst);
-	/* The large payload of frame f is in dst (or was discarded). */
+	/* The large payload of frame f is in dst (or was discarded); with
+	 * KVR_PROTO_F_CRC, f->crc holds its trailer. */
 	void (*on_payload)(struct kvr_conn *c, const struct kvr_frame *f);
 	/*
 	 * The connection is finished: err is 0 for an orderly close by the peer
@@ -95,6 +96,8 @@ struct kvr_tx {
 	uint8_t state; /* private to conn.c */
 	uint64_t payload_len;
 	uint8_t hdr[KVR_PROTO_HDR_LEN];
+	uint8_t trailer[KVR_PROTO_CRC_LEN]; /* KVR_PROTO_F_CRC: f->crc, sent last */
+	uint8_t trailer_len;
 };
 
 /* A sendmsg in flight and the frames it carries. */
@@ -137,7 +140,9 @@ struct kvr_conn {
 	uint32_t head, tail; /* unparsed bytes: stage[head, tail) */
 	int rx_state;	     /* private to conn.c */
 	struct kvr_frame rx_f;
-	uint64_t rx_left; /* payload bytes still to receive */
+	uint64_t rx_left;  /* payload bytes still to receive */
+	uint32_t rx_tleft; /* crc trailer bytes still to receive */
+	uint8_t rx_trailer[KVR_PROTO_CRC_LEN];
 	struct kvr_rx_dest rx_dst;
 	uint32_t rx_sge; /* position in rx_dst */
 	uint64_t rx_sge_off;

@@ -106,6 +106,7 @@ int kvr_proto_decode(const void *buf, size_t len, const struct kvr_proto_limits 
 		return -EBADMSG;
 	if (f.flags & ~KVR_PROTO_F_KNOWN)
 		return -EBADMSG;
+	f.crc = 0;
 	if (kvr_get16(p + OFF_RESERVED) != 0)
 		return -EBADMSG;
 	if (kvr_frame_is_response(&f)) {
@@ -132,6 +133,11 @@ int kvr_proto_decode(const void *buf, size_t len, const struct kvr_proto_limits 
 		return -EMSGSIZE;
 	if (f.opcode == KVR_PROTO_OP_GET && !kvr_frame_is_response(&f) && f.payload_len != 8)
 		return -EMSGSIZE;
+	/* A crc trailer only follows a GET response's payload. */
+	if ((f.flags & KVR_PROTO_F_CRC) && (f.opcode != KVR_PROTO_OP_GET ||
+					   !kvr_frame_is_response(&f) || f.status != 0 ||
+					   !f.payload_len))
+		return -EBADMSG;
 
 	*out = f;
 	return KVR_PROTO_HDR_LEN;

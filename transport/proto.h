@@ -40,8 +40,12 @@ enum kvr_proto_op {
 
 enum {
 	KVR_PROTO_F_RESPONSE = 1u << 0,
-	KVR_PROTO_F_KNOWN = KVR_PROTO_F_RESPONSE,
+	/* GET response with a payload: 4 more bytes follow it, the crc32c of
+	 * the stored object (only to a client that asked, KVR_PROTO_FEAT_CRC) */
+	KVR_PROTO_F_CRC = 1u << 1,
+	KVR_PROTO_F_KNOWN = KVR_PROTO_F_RESPONSE | KVR_PROTO_F_CRC,
 };
+#define KVR_PROTO_CRC_LEN 4
 
 /*
  * A decoded header. Fields hold host-order values; magic, version and the
@@ -53,8 +57,15 @@ struct kvr_frame {
 	uint64_t id;	      /* request id, echoed in the response */
 	int32_t status;	      /* 0, or a negative errno in a response */
 	uint16_t key_len;     /* bytes of key following the header */
-	uint64_t payload_len; /* bytes following the key */
+	uint64_t payload_len; /* bytes following the key (not the crc trailer) */
+	uint32_t crc;	      /* KVR_PROTO_F_CRC: the trailer, once received */
 };
+
+/* Bytes after the payload: the crc trailer of a KVR_PROTO_F_CRC frame. */
+static inline uint32_t kvr_frame_trailer(const struct kvr_frame *f)
+{
+	return f->flags & KVR_PROTO_F_CRC ? KVR_PROTO_CRC_LEN : 0;
+}
 
 struct kvr_proto_limits {
 	uint64_t max_payload; /* PUT request / GET response object bytes */
@@ -93,6 +104,10 @@ enum {
 	 * whose address follows the auth bytes (struct kvr_hello_rdma); this
 	 * connection stays open as its control channel. */
 	KVR_PROTO_FEAT_RDMA = 1u << 1,
+	/* Request: the client checks GET payloads itself against a crc32c
+	 * trailer (KVR_PROTO_F_CRC); response: the server sends them, and no
+	 * longer checks the objects it sends (the client does, end to end). */
+	KVR_PROTO_FEAT_CRC = 1u << 2,
 };
 
 /* How to reach one side's RC queue pair (docs/protocol.md, "RDMA"). */

@@ -79,6 +79,7 @@ struct srv_req {
 	bool rslot_held; /* RDMA: rslot holds the request message */
 	uint32_t rslot;
 	uint64_t out_len;		   /* RDMA: the answer's payload bytes */
+	uint32_t crc;			   /* GET: the object's crc32c (for the trailer) */
 	struct rdma_wr wr;		   /* RDMA: READs done (PUT), answer sent */
 	struct rdma_pending pend;	   /* RDMA: waiting for send queue room */
 	uint8_t body[KVR_PROTO_HELLO_MAX]; /* HELLO / EXISTS response body */
@@ -95,8 +96,9 @@ struct srv_conn {
 	bool draining;	     /* server closing: close once every slot is back */
 	uint32_t handoff_to; /* CS_HANDOFF: the shard taking it */
 	int handoff_fd;
-	bool handoff_rdma; /* the HELLO asked for a queue pair */
-	struct kvr_hello_rdma handoff_qp;
+	struct kvr_hello handoff_hello; /* the client's HELLO, for the next shard */
+	bool crc_out;			/* the client checks GET payloads (KVR_PROTO_FEAT_CRC):
+					   send crc trailers, skip our own check */
 	uint64_t hello_id;
 	uint8_t nonce[KVR_PROTO_NONCE_LEN];
 	struct srv_req *rx_req; /* the request whose large payload is arriving */
@@ -120,9 +122,8 @@ struct srv_handoff {
 	int fd;
 	uint64_t hello_id;
 	char peer[64];
-	bool rdma; /* the client asked for a queue pair: its address */
-	struct kvr_hello_rdma qp;
-	char dev[64]; /* the listener's device and GID index */
+	struct kvr_hello hello; /* the client's HELLO (RDMA, crc features) */
+	char dev[64];		/* the listener's device and GID index */
 	int gid;
 };
 
@@ -196,10 +197,10 @@ void srv_release(struct srv_req *r);
 int64_t srv_alloc(struct kvr_server *s, uint64_t len);
 /* Answer a GET from entry en (a reference the response now owns). */
 void srv_send_entry(struct srv_req *r, struct kvr_entry *en);
-/* Adopt fd as a connection of this shard and send the HELLO response (qp:
- * the client's queue pair when it asked for RDMA, else NULL). */
+/* Adopt fd as a connection of this shard and send the HELLO response to
+ * the client's HELLO h. */
 void srv_adopt(struct kvr_server *s, int fd, const char *peer, uint64_t hello_id,
-	       const struct kvr_hello_rdma *qp);
+	       const struct kvr_hello *h);
 /* Append r to a singly linked FIFO of requests. */
 static inline void srv_fifo_push(struct srv_req **head, struct srv_req **tail, struct srv_req *r)
 {
@@ -278,9 +279,9 @@ void srv_conn_check_idle(struct srv_conn *c, uint64_t now_ns);
 void srv_reap_dead(struct kvr_server *s);
 /* Server closing: close c now or once its requests are answered. */
 void srv_conn_drain(struct srv_conn *c);
-/* Answer a HELLO that was accepted (qp: the client's queue pair when it
- * asked for RDMA: ours is made and connected first). */
-void srv_conn_hello_ok(struct srv_conn *c, const struct kvr_hello_rdma *qp);
+/* Answer the client's HELLO h, accepted (when it asks for RDMA, our queue
+ * pair is made and connected first). */
+void srv_conn_hello_ok(struct srv_conn *c, const struct kvr_hello *h);
 /* A request (TCP frame, or RDMA message made into one): see on_frame. */
 int srv_conn_request(struct srv_conn *c, const struct kvr_frame *f, const uint8_t *key,
 		     const uint8_t *small, struct kvr_rx_dest *dst);
@@ -315,7 +316,7 @@ void srv_group_leave(struct kvr_server *s);
 int srv_group_pick(struct kvr_server *s, uint16_t want);
 /* Hand fd to shard `to` (not this one). 0 or -errno (fd still ours). */
 int srv_group_handoff(struct kvr_server *s, uint32_t to, int fd, const char *peer,
-		      uint64_t hello_id, const struct kvr_hello_rdma *qp);
+		      uint64_t hello_id, const struct kvr_hello *h);
 /* Connections this shard serves changed by delta (load for ANY). */
 void srv_group_count(struct kvr_server *s, int delta);
 void srv_group_arm(struct kvr_server *s);

@@ -241,6 +241,10 @@ void srv_respond(struct srv_req *r, int32_t status, const struct kvr_sgx *payloa
 		r->tx.sgx = &r->sgx;
 		r->tx.nsge = 1;
 		f.payload_len = len;
+		if (r->op == KVR_PROTO_OP_GET && c->crc_out) {
+			f.flags |= KVR_PROTO_F_CRC;
+			f.crc = r->crc;
+		}
 	}
 	if (c->ch && r->op != KVR_PROTO_OP_HELLO) {
 		srv_rdma_respond(r, &f, r->tx.nsge ? &r->sgx : NULL);
@@ -255,6 +259,7 @@ void srv_send_entry(struct srv_req *r, struct kvr_entry *en)
 	struct kvr_sgx x = {s->base + en->off, en->len, s->mr};
 
 	r->en = en;
+	r->crc = en->crc;
 	r->sending = true;
 	s->sending++;
 	s->n.bytes_out += en->len;
@@ -295,7 +300,7 @@ static int ids_add(struct srv_conn *c, uint64_t id)
 /* -------------------------------------------------------------- handshake */
 
 static int send_hello(struct srv_conn *c, int32_t status, const uint8_t *nonce, int close_after,
-		      const struct kvr_hello_rdma *qp)
+		      const struct kvr_hello_rdma *qp, bool crc)
 {
 	struct kvr_server *s = c->s;
 	struct srv_req *r = slot_get(c);
@@ -321,6 +326,8 @@ static int send_hello(struct srv_conn *c, int32_t status, const uint8_t *nonce, 
 		h.features |= KVR_PROTO_FEAT_RDMA;
 		h.rdma = *qp;
 	}
+	if (crc)
+		h.features |= KVR_PROTO_FEAT_CRC;
 	n = kvr_proto_hello_encode(r->body, sizeof(r->body), &h);
 	r->sgx = (struct kvr_sgx){r->body, (size_t)n, NULL};
 	srv_respond(r, status, &r->sgx, (uint64_t)n);
@@ -333,16 +340,20 @@ static int refuse(struct srv_conn *c, int err)
 	kvr_log(c->conn.e, err == -EACCES ? KVR_LOG_WARN : KVR_LOG_INFO,
 		"conn refused peer=%s reason=%s", c->peer, reason(err));
 	c->state = CS_DOOMED;
-	return send_hello(c, err, NULL, err, NULL);
+	return send_hello(c, err, NULL, err, NULL, false);
 }
 
-void srv_conn_hello_ok(struct srv_conn *c, const struct kvr_hello_rdma *qp)
+void srv_conn_hello_ok(struct srv_conn *c, const struct kvr_hello *hello)
 {
 	struct kvr_server *s = c->s;
 	struct kvr_hello_rdma ours;
+	bool rdma = hello && (hello->features & KVR_PROTO_FEAT_RDMA);
 
-	if (qp) {
-		int rc = srv_rdma_open(c, qp, &ours);
+	/* Over TCP the client may check GET payloads itself, end to end; over
+	 * RDMA the server checks (the client's CPU never touches the bytes). */
+	c->crc_out = hello && !rdma && (hello->features & KVR_PROTO_FEAT_CRC);
+	if (rdma) {
+		int rc = srv_rdma_open(c, &hello->rdma, &ours);
 
 		if (rc) {
 			kvr_log(s->e, KVR_LOG_WARN, "conn error peer=%s reason=rdma: %s", c->peer,
@@ -351,7 +362,7 @@ void srv_conn_hello_ok(struct srv_conn *c, const struct kvr_hello_rdma *qp)
 			return;
 		}
 	}
-	if (send_hello(c, 0, NULL, 0, qp ? &ours : NULL)) {
+	if (send_hello(c, 0, NULL, 0, rdma ? &ours : NULL, c->crc_out)) {
 		kvr_conn_close(&c->conn, -ENOMEM);
 		return;
 	}
@@ -364,11 +375,9 @@ void srv_conn_hello_ok(struct srv_conn *c, const struct kvr_hello_rdma *qp)
  * on_frame runs between recvs, so none is in flight; with the fd hidden
  * from conn.c, closing neither shuts the socket down nor closes it, and
  * on_close (once any send still in flight is in) hands it over. */
-static void handoff(struct srv_conn *c, uint32_t to, const struct kvr_hello_rdma *qp)
+static void handoff(struct srv_conn *c, uint32_t to, const struct kvr_hello *h)
 {
-	c->handoff_rdma = qp != NULL;
-	if (qp)
-		c->handoff_qp = *qp;
+	c->handoff_hello = *h;
 	c->state = CS_HANDOFF;
 	c->handoff_to = to;
 	c->handoff_fd = c->conn.fd;
@@ -379,7 +388,6 @@ static void handoff(struct srv_conn *c, uint32_t to, const struct kvr_hello_rdma
 static int on_hello(struct srv_conn *c, const struct kvr_frame *f, const uint8_t *body)
 {
 	struct kvr_server *s = c->s;
-	const struct kvr_hello_rdma *qp;
 	struct kvr_hello h;
 	int to;
 
@@ -399,7 +407,7 @@ static int on_hello(struct srv_conn *c, const struct kvr_frame *f, const uint8_t
 		if (kvr_proto_nonce(c->nonce))
 			return -EIO;
 		c->state = CS_AUTH;
-		return send_hello(c, 0, c->nonce, 0, NULL);
+		return send_hello(c, 0, c->nonce, 0, NULL, false);
 	}
 	if (s->secret &&
 	    !kvr_proto_auth_check(s->secret, s->o.secret_len, c->nonce, h.auth, h.auth_len))
@@ -408,14 +416,13 @@ static int on_hello(struct srv_conn *c, const struct kvr_frame *f, const uint8_t
 		kvr_log(s->e, KVR_LOG_INFO, "conn refused peer=%s reason=rdma-not-served", c->peer);
 		return refuse(c, -EPROTONOSUPPORT);
 	}
-	qp = h.features & KVR_PROTO_FEAT_RDMA ? &h.rdma : NULL;
 	to = srv_group_pick(s, h.shard);
 	if (to < 0)
 		return refuse(c, to);
 	if ((uint32_t)to == s->shard)
-		srv_conn_hello_ok(c, qp);
+		srv_conn_hello_ok(c, &h);
 	else
-		handoff(c, (uint32_t)to, qp);
+		handoff(c, (uint32_t)to, &h);
 	return 0;
 }
 
@@ -550,7 +557,8 @@ void srv_get(struct kvr_server *s, struct srv_req *r, const struct kvr_objd *o)
 		srv_respond(r, -EMSGSIZE, NULL, 0);
 		return;
 	}
-	if (kvr_crc32c(0, s->base + en->off, en->len) != en->crc) {
+	/* A client that checks end to end gets the crc instead. */
+	if (!r->c->crc_out && kvr_crc32c(0, s->base + en->off, en->len) != en->crc) {
 		kvr_store_drop_corrupt(s->ms, en);
 		kvr_store_unref(s->ms, en);
 		srv_respond(r, -EIO, NULL, 0);
@@ -734,7 +742,7 @@ static void on_close(struct kvr_conn *kc, int err)
 	srv_wait_drop_conn(s, c);
 	if (c->state == CS_HANDOFF) {
 		int rc = srv_group_handoff(s, c->handoff_to, c->handoff_fd, c->peer, c->hello_id,
-					   c->handoff_rdma ? &c->handoff_qp : NULL);
+					   &c->handoff_hello);
 
 		if (rc) {
 			kvr_log(s->e, KVR_LOG_WARN,
@@ -803,7 +811,7 @@ struct srv_conn *srv_conn_new(struct kvr_server *s, int fd, const char *peer)
 }
 
 void srv_adopt(struct kvr_server *s, int fd, const char *peer, uint64_t hello_id,
-	       const struct kvr_hello_rdma *qp)
+	       const struct kvr_hello *h)
 {
 	struct srv_conn *c = srv_conn_new(s, fd, peer);
 
@@ -812,7 +820,7 @@ void srv_adopt(struct kvr_server *s, int fd, const char *peer, uint64_t hello_id
 		return;
 	}
 	c->hello_id = hello_id;
-	srv_conn_hello_ok(c, qp);
+	srv_conn_hello_ok(c, h);
 }
 
 void srv_conn_check_idle(struct srv_conn *c, uint64_t now_ns)

@@ -106,12 +106,14 @@ static void efd_done(struct kvr_io *io, int res, uint32_t flags)
 	while (h) {
 		struct srv_handoff *next = h->next;
 
-		if (h->rdma && !s->rdma) { /* the listener serves RDMA: so do we */
+		bool rdma = h->hello.features & KVR_PROTO_FEAT_RDMA;
+
+		if (rdma && !s->rdma) { /* the listener serves RDMA: so do we */
 			s->rdma = true;
 			snprintf(s->rdma_dev, sizeof(s->rdma_dev), "%s", h->dev);
 			s->rdma_gid = h->gid;
 		}
-		srv_adopt(s, h->fd, h->peer, h->hello_id, h->rdma ? &h->qp : NULL);
+		srv_adopt(s, h->fd, h->peer, h->hello_id, &h->hello);
 		free(h);
 		h = next;
 	}
@@ -209,7 +211,7 @@ int srv_group_pick(struct kvr_server *s, uint16_t want)
 }
 
 int srv_group_handoff(struct kvr_server *s, uint32_t to, int fd, const char *peer,
-		      uint64_t hello_id, const struct kvr_hello_rdma *qp)
+		      uint64_t hello_id, const struct kvr_hello *hello)
 {
 	kvr_server_group *g = s->g;
 	struct grp_shard *sh = &g->sh[to];
@@ -221,12 +223,9 @@ int srv_group_handoff(struct kvr_server *s, uint32_t to, int fd, const char *pee
 		return -ENOMEM;
 	h->fd = fd;
 	h->hello_id = hello_id;
-	if (qp) {
-		h->rdma = true;
-		h->qp = *qp;
-		snprintf(h->dev, sizeof(h->dev), "%s", s->rdma_dev);
-		h->gid = s->rdma_gid;
-	}
+	h->hello = *hello;
+	snprintf(h->dev, sizeof(h->dev), "%s", s->rdma_dev);
+	h->gid = s->rdma_gid;
 	snprintf(h->peer, sizeof(h->peer), "%s", peer);
 	pthread_mutex_lock(&g->mu);
 	if (sh->state == SHARD_CLOSED) {

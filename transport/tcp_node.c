@@ -76,6 +76,8 @@ static void send_hello(struct tcp_conn *tc, int which, const uint8_t *tag)
 	}
 	if (tc->rdma)
 		tcp_rdma_hello(tc, &h);
+	else
+		h.features |= KVR_PROTO_FEAT_CRC; /* we check GET payloads end to end */
 	len = kvr_proto_hello_encode(tc->hello_buf[which], sizeof(tc->hello_buf[which]), &h);
 	tc->hello_sgx[which] = (struct kvr_sgx){tc->hello_buf[which], (size_t)len, NULL};
 	tc->hello_tx[which].sgx = &tc->hello_sgx[which];
@@ -267,6 +269,24 @@ struct tcp_op *tcp_op_find(struct tcp_conn *tc, uint64_t id)
 	return op;
 }
 
+/* A GET payload with a crc trailer matches it (one without: trusted, the
+ * server checked it). A mismatch is a miss (-EIO) for the caller, whose
+ * SGL then holds no promise. */
+static bool payload_intact(const struct tcp_op *op, const struct kvr_frame *f)
+{
+	const struct kvr_objd *o = op->r->o;
+
+	if (!(f->flags & KVR_PROTO_F_CRC))
+		return true;
+	if (kvr_crc32c_sgl(o->sgx, o->nsge, f->payload_len) == f->crc)
+		return true;
+	op->node->cl->t.stats.checksum_errors++;
+	kvr_log(op->node->cl->t.e, KVR_LOG_WARN,
+		"node %s: get of '%.*s': crc32c mismatch (%llu bytes); dropped", op->node->name,
+		(int)o->key_len, (const char *)o->key, (unsigned long long)f->payload_len);
+	return false;
+}
+
 static int on_frame(struct kvr_conn *c, const struct kvr_frame *f, const uint8_t *key,
 		    const uint8_t *small, struct kvr_rx_dest *dst)
 {
@@ -306,6 +326,11 @@ static int on_frame(struct kvr_conn *c, const struct kvr_frame *f, const uint8_t
 				small += k;
 				left -= k;
 			}
+			if (!payload_intact(op, f)) {
+				tcp_list_del(&tc->sent, op);
+				tcp_op_answer(op, -EIO);
+				return 0;
+			}
 			break;
 		}
 		if (!f->payload_len)
@@ -343,7 +368,7 @@ static void on_payload(struct kvr_conn *c, const struct kvr_frame *f)
 	if ((uint32_t)f->id >= cl->nops || op->id != f->id || op->state != OP_RECV)
 		return; /* discarded */
 	tcp_list_del(&tc->sent, op);
-	tcp_op_answer(op, (int64_t)f->payload_len);
+	tcp_op_answer(op, payload_intact(op, f) ? (int64_t)f->payload_len : -EIO);
 }
 
 static void fail_list(struct tcp_list *l, int err)
