@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The quick-start demo (kvring-bench with no arguments): a temporary memory
- * store and a temporary file store, puts and gets of 4 KiB, 256 KiB and
- * 4 MiB objects, the copy path at 4 MiB, fio beside the file store, one table.
+ * store, a temporary file store and a loopback kvring server (kvr_serve on
+ * a thread of this process, its own engine and memory pool, reached over
+ * tcp://127.0.0.1), puts and gets of 4 KiB, 256 KiB and 4 MiB objects, the
+ * copy path at 4 MiB, fio beside the file store, one table.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +32,95 @@ static const struct {
     {4 << 20, 8, 4},
 };
 
-#define DEMO_ROWS (2 * 2 * sizeof(demo_shapes) / sizeof(demo_shapes[0]))
+#define DEMO_TARGETS	3
+#define DEMO_ROWS	(DEMO_TARGETS * 2 * sizeof(demo_shapes) / sizeof(demo_shapes[0]))
+#define DEMO_SERVER_MEM (1200ull << 20) /* the largest key space (256 x 4M) and room */
+
+/* The loopback server: its own engine on its own thread. */
+static struct {
+	pthread_t th;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int state; /* 0 starting, 1 serving, -errno failed */
+	int quit;
+	kvr_engine *e;
+	char uri[96];
+	char err[256];
+} demo_srv = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static void srv_state(int state)
+{
+	pthread_mutex_lock(&demo_srv.mu);
+	demo_srv.state = state;
+	pthread_cond_broadcast(&demo_srv.cv);
+	pthread_mutex_unlock(&demo_srv.mu);
+}
+
+static void *srv_main(void *arg)
+{
+	struct kvr_store_opts so = {.size = sizeof(so), .capacity = DEMO_SERVER_MEM};
+	kvr_target *pool = NULL;
+	kvr_server *server = NULL;
+	kvr_engine *e = NULL;
+	int rc;
+
+	(void)arg;
+	rc = kvr_engine_create(NULL, &e);
+	if (!rc)
+		rc = kvr_store_open(e, "mem:", &so, &pool);
+	if (!rc)
+		rc = kvr_serve(e, "tcp://127.0.0.1:0", pool, NULL, &server);
+	if (rc) {
+		snprintf(demo_srv.err, sizeof(demo_srv.err), "%s%s%s", kvr_strerror(rc),
+			 e && kvr_engine_errmsg(e)[0] ? ": " : "", e ? kvr_engine_errmsg(e) : "");
+		kvr_engine_destroy(e);
+		srv_state(rc);
+		return NULL;
+	}
+	kvr_server_addr(server, demo_srv.uri, sizeof(demo_srv.uri));
+	pthread_mutex_lock(&demo_srv.mu);
+	demo_srv.e = e;
+	pthread_mutex_unlock(&demo_srv.mu);
+	srv_state(1);
+	while (!__atomic_load_n(&demo_srv.quit, __ATOMIC_ACQUIRE))
+		if (kvr_engine_poll(e, -1) < 0)
+			break;
+	kvr_server_close(server, 2000);
+	pthread_mutex_lock(&demo_srv.mu); /* demo_server_stop may be waking it */
+	demo_srv.e = NULL;
+	pthread_mutex_unlock(&demo_srv.mu);
+	kvr_engine_destroy(e);
+	return NULL;
+}
+
+/* 0 with demo_srv.uri set, or a negative errno (demo_srv.err says why). */
+static int demo_server_start(void)
+{
+	int rc = pthread_create(&demo_srv.th, NULL, srv_main, NULL);
+
+	if (rc) {
+		snprintf(demo_srv.err, sizeof(demo_srv.err), "%s", strerror(rc));
+		return -rc;
+	}
+	pthread_mutex_lock(&demo_srv.mu);
+	while (!demo_srv.state)
+		pthread_cond_wait(&demo_srv.cv, &demo_srv.mu);
+	rc = demo_srv.state;
+	pthread_mutex_unlock(&demo_srv.mu);
+	if (rc < 0)
+		pthread_join(demo_srv.th, NULL);
+	return rc < 0 ? rc : 0;
+}
+
+static void demo_server_stop(void)
+{
+	__atomic_store_n(&demo_srv.quit, 1, __ATOMIC_RELEASE);
+	pthread_mutex_lock(&demo_srv.mu);
+	if (demo_srv.e)
+		kvr_engine_wake(demo_srv.e);
+	pthread_mutex_unlock(&demo_srv.mu);
+	pthread_join(demo_srv.th, NULL);
+}
 
 static char demo_dir[PATH_MAX - 64];
 static char demo_store[PATH_MAX]; /* the URI: "file:" + path */
@@ -193,7 +284,9 @@ static void demo_notes(const struct demo_row *rows, size_t n, bool have_fio)
 	printf("\nGB/s = 1e9 payload bytes/s. p50/p99 = per-object latency, batch submission to "
 	       "its callback.\n"
 	       "copy-path = the same run staged through a registered bounce buffer with memcpy, "
-	       "the copy that\nzero-copy SGLs remove (4M rows).\n");
+	       "the copy that\nzero-copy SGLs remove (4M rows).\n"
+	       "tcp = kvr_serve on its own engine and thread of this process, a memory pool, "
+	       "reached over\nloopback TCP with 2 connections (kvring-server serves the same).\n");
 	if (have_fio)
 		printf("fio = fio --ioengine=io_uring --direct=1 --fixedbufs --registerfiles "
 		       "--rw=randwrite|randread,\nbs = object size, iodepth = batch x depth, on a "
@@ -231,22 +324,29 @@ int demo_run(double seconds, const char *json)
 	size_t n = 0, nall = 0, i;
 	int failed = 0, tgt, shape, op;
 
+	bool served;
+
 	demo_t0 = bench_now_ns();
 	if (demo_setup())
 		return 1;
-	printf("kvring-bench quick start: kvring %d.%d, memory store %s and file store %s "
-	       "(4 GiB, %s)\n",
+	served = demo_server_start() == 0;
+	printf("kvring-bench quick start: kvring %d.%d, memory store %s, file store %s "
+	       "(4 GiB, %s),\nand a loopback kvring server (%s)\n",
 	       KVR_VERSION_MAJOR, KVR_VERSION_MINOR, DEMO_MEM_URI, demo_store + 5,
-	       fs_name(demo_dir));
+	       fs_name(demo_dir), served ? demo_srv.uri : demo_srv.err);
 	printf("4K objects in batches of 64, 256K and 4M in batches of 8, 4 batches in flight, "
 	       "%.3g s per run; fio %s\n\n",
 	       seconds, have_fio ? "found" : "not installed");
 
-	for (tgt = 0; tgt < 2; tgt++) {
-		bool file = tgt == 1;
-		const char *uri = file ? demo_store : DEMO_MEM_URI;
-		const char *name = file ? "file" : "mem";
+	for (tgt = 0; tgt < DEMO_TARGETS; tgt++) {
+		bool file = tgt == 1, tcp = tgt == 2;
+		const char *uri = tcp ? demo_srv.uri : file ? demo_store : DEMO_MEM_URI;
+		const char *name = tcp ? "tcp" : file ? "file" : "mem";
 
+		if (tcp && !served) {
+			failed++;
+			continue;
+		}
 		if (bench_env_open(&env, uri, file ? DEMO_FILE_CAPACITY : 0, 256, NULL)) {
 			failed++;
 			continue;
@@ -259,6 +359,8 @@ int demo_run(double seconds, const char *json)
 		bench_env_close(&env);
 	}
 	fio_cleanup(demo_fio);
+	if (served)
+		demo_server_stop();
 
 	printf("\n");
 	report_table(stdout, rows, n);
