@@ -97,8 +97,7 @@ static void batch_finish(kvr_engine *e, struct kvr_batch *b)
 	kvr_notify(e);
 }
 
-static void account(kvr_engine *e, struct kvr_stats *st, enum kvr_op op, int64_t res,
-		    uint64_t lat_ns)
+static void account(struct kvr_stats *st, enum kvr_op op, int64_t res)
 {
 	switch (op) {
 	case KVR_OP_PUT:
@@ -125,7 +124,6 @@ static void account(kvr_engine *e, struct kvr_stats *st, enum kvr_op op, int64_t
 		else if (res == -ETIMEDOUT)
 			st->timeouts++;
 	}
-	kvr_lat_record(st->lat_us, lat_ns);
 }
 
 void kvr_req_done(struct kvr_req *r, int64_t res)
@@ -141,9 +139,15 @@ void kvr_req_done(struct kvr_req *r, int64_t res)
 	if (b->expired)
 		res = -ETIMEDOUT;
 	b->results[r->idx] = res;
-	lat = (e->now_ns > b->t_submit_ns ? e->now_ns : kvr_now_ns()) - b->t_submit_ns;
-	account(e, &e->stats, b->op, res, lat);
-	account(e, &t->stats, b->op, res, lat);
+	account(&t->stats, b->op, res);
+	if (e->in_submit) {
+		/* Done inside the submitting call: timed once for all of them
+		 * when it returns (one clock read per batch, not per object). */
+		e->sync_done++;
+	} else {
+		lat = e->now_ns > b->t_submit_ns ? e->now_ns - b->t_submit_ns : 0;
+		kvr_lat_record(t->stats.lat_us, lat);
+	}
 	t->inflight--;
 	r->next = e->free_reqs;
 	e->free_reqs = r;
@@ -215,8 +219,8 @@ static void fail_unstarted(kvr_engine *e, struct kvr_batch *b, int64_t res)
 	}
 	for (uint32_t i = 0; i < b->n; i++) {
 		b->results[i] = res;
-		account(e, &e->stats, b->op, res, 0);
-		account(e, &b->t->stats, b->op, res, 0);
+		account(&b->t->stats, b->op, res);
+		kvr_lat_record(b->t->stats.lat_us, 0);
 	}
 	b->ndone = b->n;
 	batch_finish(e, b);
@@ -272,7 +276,6 @@ int kvr_batches_run_done(kvr_engine *e)
 	while (b) {
 		struct kvr_batch *next = b->next;
 
-		e->stats.batches++;
 		b->t->stats.batches++;
 		e->in_cb = true;
 		b->cb(b->ctx, b->n, b->results);
@@ -383,7 +386,19 @@ KVR_EXPORT int kvr_submit(kvr_target *t, enum kvr_op op, const kvr_obj *objs, si
 		for (uint32_t j = 0; j < b->objs[i].nsge; j++)
 			b->objs[i].sgx[j].mr->inflight++;
 	if (!e->wait_head && e->free_count >= b->n) {
+		bool nested = e->in_submit;
+
+		e->in_submit = true;
+		e->sync_done = nested ? e->sync_done : 0;
 		batch_start(e, b);
+		if (!nested) {
+			e->in_submit = false;
+			if (e->sync_done) {
+				e->now_ns = kvr_now_ns();
+				kvr_lat_record_n(t->stats.lat_us, e->now_ns - b->t_submit_ns,
+						 e->sync_done);
+			}
+		}
 	} else {
 		b->next = NULL;
 		if (e->wait_tail)

@@ -242,8 +242,10 @@ struct kvr_engine {
 	bool stop;
 	bool destroying;
 	uint32_t timeout_ms;
-	uint64_t now_ns;   /* cached clock, refreshed each round */
-	bool zc_no_report; /* the kernel refused IORING_SEND_ZC_REPORT_USAGE */
+	uint64_t now_ns;    /* cached clock, refreshed each round */
+	bool in_submit;	    /* inside kvr_submit's start of a batch */
+	uint32_t sync_done; /* objects completed there, timed when it returns */
+	bool zc_no_report;  /* the kernel refused IORING_SEND_ZC_REPORT_USAGE */
 
 	/* request pool */
 	struct kvr_req *pool;
@@ -312,7 +314,8 @@ uint32_t kvr_crc32c(uint32_t crc, const void *buf, size_t len);
 /* crc32c of the first len bytes spread over an SGL. */
 uint32_t kvr_crc32c_sgl(const struct kvr_sgx *sgx, uint32_t nsge, uint64_t len);
 
-/* Record one object's latency in a histogram. */
+/* Record one object's latency in a histogram (n objects of the same). */
 void kvr_lat_record(uint64_t *hist, uint64_t ns);
+void kvr_lat_record_n(uint64_t *hist, uint64_t ns, uint64_t n);
 
 #endif

@@ -76,10 +76,15 @@ uint64_t kvr_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-void kvr_lat_record(uint64_t *hist, uint64_t ns)
+void kvr_lat_record_n(uint64_t *hist, uint64_t ns, uint64_t n)
 {
 	uint64_t us = ns / 1000;
 	int b = us ? 63 - __builtin_clzll(us) : 0;
 
-	hist[b < KVR_LAT_BUCKETS ? b : KVR_LAT_BUCKETS - 1]++;
+	hist[b < KVR_LAT_BUCKETS ? b : KVR_LAT_BUCKETS - 1] += n;
+}
+
+void kvr_lat_record(uint64_t *hist, uint64_t ns)
+{
+	kvr_lat_record_n(hist, ns, 1);
 }

@@ -442,8 +442,21 @@ KVR_EXPORT int kvr_engine_stats(kvr_engine *e, struct kvr_stats *out)
 	if (!e || !out)
 		return -EINVAL;
 	*out = e->stats;
-	/* Path counters live on the targets (closed ones included). */
+	/* Per-object and path counters live on the targets (closed ones
+	 * included): counted once, where the work happens. */
 	for (kvr_target *t = e->targets; t; t = t->next) {
+		out->batches += t->stats.batches;
+		out->puts += t->stats.puts;
+		out->gets += t->stats.gets;
+		out->exists += t->stats.exists;
+		out->removes += t->stats.removes;
+		out->errors += t->stats.errors;
+		out->misses += t->stats.misses;
+		out->timeouts += t->stats.timeouts;
+		out->bytes_put += t->stats.bytes_put;
+		out->bytes_got += t->stats.bytes_got;
+		for (int i = 0; i < KVR_LAT_BUCKETS; i++)
+			out->lat_us[i] += t->stats.lat_us[i];
 		out->checksum_errors += t->stats.checksum_errors;
 		out->evictions += t->stats.evictions;
 		out->bounce_bytes += t->stats.bounce_bytes;
