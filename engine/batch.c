@@ -135,6 +135,10 @@ void kvr_req_done(struct kvr_req *r, int64_t res)
 
 	if (KVR_UNLIKELY(r->done))
 		return;
+	if (KVR_UNLIKELY(r->staged)) { /* its device memory's copy comes next */
+		e->devmem->finish(e->devmem, r, res);
+		return;
+	}
 	r->done = true;
 	if (b->expired)
 		res = -ETIMEDOUT;
@@ -156,6 +160,21 @@ void kvr_req_done(struct kvr_req *r, int64_t res)
 		batch_finish(e, b);
 }
 
+/* Whether t moves every device-memory SGE of b itself (RDMA + GPUDirect). */
+static bool target_takes_device(kvr_target *t, const struct kvr_batch *b)
+{
+	if (!t->ops->takes_device)
+		return false;
+	for (uint32_t i = 0; i < b->n; i++)
+		for (uint32_t j = 0; j < b->objs[i].nsge; j++) {
+			const struct kvr_mr *mr = b->objs[i].sgx[j].mr;
+
+			if ((mr->flags & KVR_MEM_CUDA) && !t->ops->takes_device(t, mr))
+				return false;
+		}
+	return true;
+}
+
 static void batch_start(kvr_engine *e, struct kvr_batch *b)
 {
 	kvr_target *t = b->t;
@@ -169,11 +188,16 @@ static void batch_start(kvr_engine *e, struct kvr_batch *b)
 		r->o = &b->objs[i];
 		r->idx = i;
 		r->done = false;
+		r->staged = false;
 		r->next = NULL;
 		b->reqs[i] = r;
 	}
 	e->free_count -= b->n;
 	t->inflight += b->n;
+	if (KVR_UNLIKELY(b->devmem) && !target_takes_device(t, b)) {
+		e->devmem->stage(e->devmem, t, b->op, b->reqs, b->n);
+		return;
+	}
 	switch (b->op) {
 	case KVR_OP_PUT:
 		t->ops->put(t, b->reqs, b->n);
@@ -236,13 +260,15 @@ void kvr_batch_expire(struct kvr_timer *tm)
 		fail_unstarted(t->e, b, -ETIMEDOUT);
 		return;
 	}
-	if (!t->ops->cancel)
-		return;
 	for (uint32_t i = 0; i < b->n; i++) {
 		/* A slot freed by kvr_req_done may already serve another batch. */
 		struct kvr_req *r = b->reqs[i];
 
-		if (r->b == b && !r->done)
+		if (r->b != b || r->done)
+			continue;
+		if (r->staged)
+			t->e->devmem->cancel(t->e->devmem, r);
+		else if (t->ops->cancel)
 			t->ops->cancel(t, r);
 	}
 }
@@ -332,6 +358,7 @@ static struct kvr_batch *batch_alloc(kvr_engine *e, enum kvr_op op, const kvr_ob
 			sgx[j].len = o->sgl[j].len;
 			sgx[j].mr = kvr_mr_find(e, o->sgl[j].addr, o->sgl[j].len);
 			d->total += o->sgl[j].len;
+			b->devmem |= (sgx[j].mr->flags & KVR_MEM_CUDA) != 0;
 		}
 		sgx += o->nsge;
 	}

@@ -144,6 +144,7 @@ struct kvr_req {
 	struct kvr_objd *o;
 	uint32_t idx; /* index in the batch */
 	bool done;
+	bool staged;	      /* device memory staging owns it (kvr_devmem) */
 	struct kvr_req *next; /* free list, or a transport's wait queue */
 	_Alignas(16) uint8_t priv[KVR_REQ_PRIV];
 };
@@ -151,6 +152,7 @@ struct kvr_req {
 struct kvr_batch {
 	kvr_target *t;
 	enum kvr_op op;
+	bool devmem; /* an SGE is in device memory (KVR_MEM_CUDA) */
 	uint32_t n;
 	uint32_t ndone;
 	bool started;
@@ -183,6 +185,10 @@ struct kvr_target_ops {
 	/* The deadline of r's batch passed: make r finish soon (cancel its I/O).
 	 * Optional. kvr_req_done() still follows, once the buffers are free. */
 	void (*cancel)(kvr_target *t, struct kvr_req *r);
+	/* Optional: the target moves the bytes of region mr itself (e.g. RDMA
+	 * with GPUDirect). Without it, or when it says false, batches whose
+	 * SGEs are in device memory are staged through host memory. */
+	bool (*takes_device)(kvr_target *t, const struct kvr_mr *mr);
 	/* Fill the target-specific fields of st (objects, used, capacity...). */
 	void (*stats)(kvr_target *t, struct kvr_stats *st);
 	/* Finish in-flight work (kvr_engine_drain), persist, release resources;
@@ -209,6 +215,39 @@ void kvr_target_forget(kvr_target *t);
 
 /* Complete object r with result res (bytes or -errno). */
 void kvr_req_done(struct kvr_req *r, int64_t res);
+
+/* ----------------------------------------------------------- device memory */
+
+/*
+ * Device memory (KVR_MEM_CUDA): a provider that knows the memory kind
+ * (transport/cuda.c, or a test's), joined to the engine by
+ * kvr_devmem_attach() on the first registration of such memory. The
+ * engine gives it the objects of a batch whose SGEs are in device memory
+ * and whose target cannot move them itself; the provider stages them
+ * through host memory (transport/stage.c) and calls kvr_req_done() for
+ * each. While a request is staged (r->staged), a target's kvr_req_done()
+ * for it goes to finish() instead, which completes it later.
+ */
+struct kvr_devmem {
+	/* [addr, addr+len) is memory of this kind: 0, or -errno with errmsg. */
+	int (*check)(struct kvr_devmem *d, void *addr, size_t len);
+	/* Host memory to pin for the device's copies (KVR_MEM_CUDA_PINNED):
+	 * 0 or -errno; unpin undoes it. */
+	int (*pin)(struct kvr_devmem *d, void *addr, size_t len);
+	void (*unpin)(struct kvr_devmem *d, void *addr, size_t len);
+	/* A dmabuf fd (and the offset of addr in it) for registering device
+	 * memory with an RDMA device, or -errno (-EOPNOTSUPP). Optional. */
+	int (*dmabuf)(struct kvr_devmem *d, void *addr, size_t len, int *fd, uint64_t *offset);
+	void (*stage)(struct kvr_devmem *d, kvr_target *t, enum kvr_op op, struct kvr_req **reqs,
+		      uint32_t n);
+	void (*finish)(struct kvr_devmem *d, struct kvr_req *r, int64_t res);
+	/* The deadline of r's batch passed while r was staged. */
+	void (*cancel)(struct kvr_devmem *d, struct kvr_req *r);
+};
+
+/* Provide device memory for e (sets e->devmem). Defined by the CUDA
+ * transport; without CUDA it fails with -EOPNOTSUPP and errmsg says why. */
+int kvr_devmem_attach(kvr_engine *e);
 
 /* ------------------------------------------------------------------ loop */
 
@@ -261,6 +300,8 @@ struct kvr_engine {
 	kvr_target *targets;
 	struct kvr_engine_ext *exts;
 	struct kvr_mem_listener *listeners;
+	struct kvr_devmem *devmem; /* NULL until device memory is registered */
+	uint64_t stage_bytes;	   /* bounce pool size for the provider */
 
 	/* registry */
 	struct kvr_mr **regions; /* sorted by base */

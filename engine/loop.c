@@ -117,6 +117,7 @@ KVR_EXPORT int kvr_engine_create(const struct kvr_engine_opts *opts, kvr_engine 
 	e->log_level = o.log_level;
 	e->timeout_ms = o.timeout_ms ? o.timeout_ms : DEFAULT_TIMEOUT_MS;
 	e->max_objects = o.max_objects ? o.max_objects : DEFAULT_OBJECTS;
+	e->stage_bytes = o.stage_bytes;
 	e->wake_io.fn = wake_done;
 
 	rc = ring_setup(e, o.ring_entries ? o.ring_entries : DEFAULT_RING,

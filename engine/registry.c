@@ -228,11 +228,13 @@ KVR_EXPORT int kvr_mem_register(kvr_engine *e, void *addr, size_t len, unsigned 
 
 	if (!e || !addr || !len || !out || a + len < a)
 		return -EINVAL;
-	if (flags & ~(unsigned)KVR_MEM_CUDA)
+	if (flags & ~(unsigned)(KVR_MEM_CUDA | KVR_MEM_CUDA_PINNED) ||
+	    (flags & KVR_MEM_CUDA && flags & KVR_MEM_CUDA_PINNED))
 		return -EINVAL;
-	if (flags & KVR_MEM_CUDA) {
-		kvr_set_errmsg(e, "CUDA device memory is not supported yet");
-		return -EOPNOTSUPP;
+	if (flags && !e->devmem) {
+		rc = kvr_devmem_attach(e);
+		if (rc)
+			return rc;
 	}
 	i = upper_bound(e, a);
 	if ((i > 0 && e->regions[i - 1]->base + e->regions[i - 1]->len > a) ||
@@ -259,7 +261,14 @@ KVR_EXPORT int kvr_mem_register(kvr_engine *e, void *addr, size_t len, unsigned 
 		e->regions = v;
 		e->cap_regions = cap;
 	}
-	if (n > e->nfree_slots) {
+	if (flags & KVR_MEM_CUDA) {
+		/* Device memory: never a fixed buffer; the provider vouches. */
+		rc = e->devmem->check(e->devmem, addr, len);
+		if (rc) {
+			free(mr);
+			return rc;
+		}
+	} else if (n > e->nfree_slots) {
 		if (e->nslots) {
 			kvr_set_errmsg(e, "fixed-buffer table full (%u slots of 1 GiB)", e->nslots);
 			free(mr);
@@ -283,8 +292,18 @@ KVR_EXPORT int kvr_mem_register(kvr_engine *e, void *addr, size_t len, unsigned 
 				strerror(-rc));
 		}
 	}
+	if (flags & KVR_MEM_CUDA_PINNED) {
+		rc = e->devmem->pin(e->devmem, addr, len);
+		if (rc) {
+			release_slots(e, mr, mr->nfixed);
+			free(mr);
+			return rc;
+		}
+	}
 	rc = notify_added(e, mr);
 	if (rc) {
+		if (flags & KVR_MEM_CUDA_PINNED)
+			e->devmem->unpin(e->devmem, addr, len);
 		release_slots(e, mr, mr->nfixed);
 		free(mr);
 		return rc;
@@ -309,6 +328,8 @@ KVR_EXPORT int kvr_mem_deregister(kvr_engine *e, kvr_mr *mr)
 	if (i == e->nregions)
 		return -EINVAL;
 	notify_removed(e, mr, NULL);
+	if (mr->flags & KVR_MEM_CUDA_PINNED)
+		e->devmem->unpin(e->devmem, (void *)mr->base, mr->len);
 	release_slots(e, mr, mr->nfixed);
 	memmove(&e->regions[i], &e->regions[i + 1], (e->nregions - i - 1) * sizeof(*e->regions));
 	e->nregions--;

@@ -95,7 +95,10 @@ struct kvr_engine_opts {
 	uint32_t timeout_ms;	/* default batch deadline (default 30000) */
 	kvr_log_fn log;		/* log sink (default: none, silent) */
 	void *log_ctx;
-	int log_level; /* most verbose level passed to `log` */
+	int log_level;	      /* most verbose level passed to `log` */
+	uint64_t stage_bytes; /* device memory: the pinned bounce pool that
+				 stages it for stores and TCP (default 256 MiB,
+				 allocated on the first KVR_MEM_CUDA region) */
 };
 
 /**
@@ -186,6 +189,11 @@ struct kvr_stats {
 	uint64_t rdma_posts;		      /* RDMA: doorbells (ibv_post_send calls) */
 	uint64_t rdma_wcs;		      /* RDMA: work completions reaped */
 	uint64_t rdma_cq_events;	      /* RDMA: completion channel wake-ups */
+	uint64_t staged_objects;	      /* device memory: objects staged */
+	uint64_t staged_bytes;		      /* ... bytes copied to or from the device */
+	uint64_t stage_copy_ns;		      /* ... time with a copy in flight */
+	uint64_t stage_io_ns;		      /* ... time with a staged object at its target */
+	uint64_t stage_overlap_ns;	      /* ... time with both (copy/I-O overlap) */
 	uint64_t objects;		      /* target: objects stored now */
 	uint64_t used_bytes;		      /* target: bytes of capacity in use now */
 	uint64_t capacity_bytes;	      /* target: capacity */
@@ -217,20 +225,30 @@ int kvr_parse_size(const char *s, uint64_t *out);
 enum {
 	KVR_MEM_HOST = 0,	/* host memory (default) */
 	KVR_MEM_CUDA = 1u << 0, /* CUDA device memory (needs a CUDA build) */
+	/** Host memory that is also pinned for CUDA (cudaHostRegister), so
+	 *  copies between it and the GPU run at full speed. */
+	KVR_MEM_CUDA_PINNED = 1u << 1,
 };
 
 /**
  * Register [addr, addr+len) so that objects' SGEs may point into it. Host
  * memory becomes io_uring fixed buffers (regions over 1 GiB take several
- * table entries); memory that cannot be a fixed buffer (file-backed, device)
- * is still accepted and uses the plain zero-copy path. Regions must not
- * overlap. The memory stays the caller's; it must stay mapped until
- * kvr_mem_deregister(). *out receives the region handle.
- * Errors: -EINVAL (NULL/zero arguments, unknown flags), -EEXIST (overlaps a
- * registered region), -ENOSPC (fixed-buffer table full), -ENOMEM (pinning
- * failed: usually RLIMIT_MEMLOCK — kvr_engine_errmsg() names the limit),
- * -EOPNOTSUPP (KVR_MEM_CUDA: device memory is not supported yet), -EFAULT
- * (bad address).
+ * table entries); memory that cannot be a fixed buffer (file-backed) is
+ * still accepted and uses the plain zero-copy path. Regions must not
+ * overlap. The memory stays the caller's; it must stay mapped (or
+ * allocated, for device memory) until kvr_mem_deregister(). *out receives
+ * the region handle.
+ * KVR_MEM_CUDA: addr is CUDA device memory (cudaMalloc) of the current
+ * device. An RDMA target with GPUDirect (dmabuf or peer memory) moves its
+ * bytes straight between the NIC and the GPU; every other target gets them
+ * staged through the engine's pinned, registered bounce pool with
+ * asynchronous copies on an engine-owned stream, overlapped with the I/O.
+ * Errors: -EINVAL (NULL/zero arguments, unknown flags, both CUDA flags),
+ * -EEXIST (overlaps a registered region), -ENOSPC (fixed-buffer table
+ * full), -ENOMEM (pinning failed: usually RLIMIT_MEMLOCK —
+ * kvr_engine_errmsg() names the limit), -EOPNOTSUPP (a CUDA flag in a
+ * build without CUDA), -ENODEV (no CUDA device), -EFAULT (bad address, or
+ * KVR_MEM_CUDA memory that is not device memory).
  */
 int kvr_mem_register(kvr_engine *e, void *addr, size_t len, unsigned flags, kvr_mr **out);
 
@@ -389,7 +407,6 @@ int kvr_server_close(kvr_server *s, uint32_t timeout_ms);
 /** Server counters as the STATS op reports them (one line of JSON), into buf.
  *  Returns the length written (truncated to len - 1), or -EINVAL. */
 int kvr_server_stats_json(kvr_server *s, char *buf, size_t len);
-
 
 /* ------------------------------------------------------------------ batches */
 

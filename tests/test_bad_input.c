@@ -204,7 +204,17 @@ static void test_registry_errors(void **state)
 	assert_int_equal(kvr_mem_register(f.e, f.buf, 0, 0, &mr), -EINVAL);
 	assert_int_equal(kvr_mem_register(f.e, f.buf, 10, 0x100, &mr), -EINVAL);
 	assert_int_equal(kvr_mem_register(f.e, f.buf + 4096, 4096, 0, &mr), -EEXIST);
-	assert_int_equal(kvr_mem_register(f.e, f.buf, 10, KVR_MEM_CUDA, &mr), -EOPNOTSUPP);
+	assert_int_equal(kvr_mem_register(f.e, f.buf, 10, KVR_MEM_CUDA | KVR_MEM_CUDA_PINNED, &mr),
+			 -EINVAL);
+	{
+		/* Host memory named as device memory: refused, never used. Without
+		 * CUDA (or without a GPU) device memory is refused outright. */
+		static _Alignas(4096) uint8_t host[4096];
+		int rc = kvr_mem_register(f.e, host, sizeof(host), KVR_MEM_CUDA, &mr);
+
+		assert_true(rc == -EOPNOTSUPP || rc == -ENODEV || rc == -EFAULT);
+		assert_true(kvr_engine_errmsg(f.e)[0] != 0);
+	}
 	assert_int_equal(kvr_mem_deregister(f.e, NULL), -EINVAL);
 	teardown(&f);
 }
