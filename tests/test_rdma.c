@@ -18,6 +18,7 @@
  * within its deadline); and one engine driving a file store and an RDMA
  * target in the same stream of batches.
  */
+#include "fake_devmem.h"
 #include "fixtures.h"
 #include "server_proc.h"
 #include "engine/engine.h"
@@ -696,6 +697,43 @@ static void busy_polling(void **state)
 	free(d);
 }
 
+/* Device memory whose RDMA registration works (here the fake device's
+ * memory, plain host memory, takes the ibv_reg_mr path that peer memory
+ * takes on a GPU): the server reads and writes it straight, nothing is
+ * staged. */
+static void device_memory_direct(void **state)
+{
+	struct kvt_server s;
+	struct kvt_done *d = calloc(1, sizeof(*d));
+	struct kvr_stats st;
+	struct fake_dev *dev;
+	char uri[512];
+	struct ctx c;
+
+	(void)state;
+	server_up(&s, dev2, addr2, NULL, "64M");
+	cluster_uri(uri, sizeof(uri), &s, 1, dev1);
+	memset(&c, 0, sizeof(c));
+	c.e = kvt_engine();
+	dev = fake_dev_attach(c.e, ARENA, 4 << 20);
+	c.mem = dev->arena;
+	assert_int_equal(kvr_mem_register(c.e, c.mem, ARENA, KVR_MEM_CUDA, &c.mr), 0);
+	assert_int_equal(kvr_connect(c.e, uri, NULL, &c.t), 0);
+	run(&c, KVR_OP_PUT, 0, 100, 48 << 10, 3, d);
+	for (uint32_t i = 0; i < 100; i++)
+		assert_int_equal(d->results[i], 48 << 10);
+	run(&c, KVR_OP_GET, 0, 100, 48 << 10, 3, d);
+	for (uint32_t i = 0; i < 100; i++)
+		assert_true(d->results[i] == 48 << 10 && intact(&c, i, 0, 48 << 10, 0));
+	assert_int_equal(kvr_engine_stats(c.e, &st), 0);
+	assert_int_equal(st.staged_objects, 0);
+	assert_int_equal(dev->copies, 0);
+	assert_int_equal(kvr_target_close(c.t), 0);
+	kvr_engine_destroy(c.e); /* frees the fake device's memory too */
+	assert_int_equal(kvt_server_stop(&s), 0);
+	free(d);
+}
+
 static void bad_uris(void **state)
 {
 	kvr_engine *e = kvt_engine();
@@ -720,6 +758,7 @@ int main(void)
 	    cmocka_unit_test(sizes_and_sges),
 	    cmocka_unit_test(batches_of_1000),
 	    cmocka_unit_test(busy_polling),
+	    cmocka_unit_test(device_memory_direct),
 	    cmocka_unit_test(threaded_server),
 	    cmocka_unit_test(two_hosts),
 	    cmocka_unit_test(forged_rkey),

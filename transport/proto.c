@@ -134,9 +134,9 @@ int kvr_proto_decode(const void *buf, size_t len, const struct kvr_proto_limits 
 	if (f.opcode == KVR_PROTO_OP_GET && !kvr_frame_is_response(&f) && f.payload_len != 8)
 		return -EMSGSIZE;
 	/* A crc trailer only follows a GET response's payload. */
-	if ((f.flags & KVR_PROTO_F_CRC) && (f.opcode != KVR_PROTO_OP_GET ||
-					   !kvr_frame_is_response(&f) || f.status != 0 ||
-					   !f.payload_len))
+	if ((f.flags & KVR_PROTO_F_CRC) &&
+	    (f.opcode != KVR_PROTO_OP_GET || !kvr_frame_is_response(&f) || f.status != 0 ||
+	     !f.payload_len))
 		return -EBADMSG;
 
 	*out = f;

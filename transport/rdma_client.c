@@ -52,6 +52,11 @@ int tcp_rdma_setup(struct tcp_cluster *cl)
 	return cl->dev ? 0 : rc;
 }
 
+bool tcp_rdma_has_mr(struct tcp_cluster *cl, const struct kvr_mr *mr)
+{
+	return cl->dev && rdma_mr_of(cl->dev, mr) != NULL;
+}
+
 void tcp_rdma_stats(struct tcp_cluster *cl, struct kvr_stats *st)
 {
 	int rc = 0;

@@ -58,18 +58,51 @@ static int reg_error(struct rdma_dev *d, const struct kvr_mr *mr, int err)
 	return -err;
 }
 
+/*
+ * Device memory, for GPUDirect RDMA: a dmabuf of the range from the
+ * device memory provider (ibv_reg_dmabuf_mr), else plain ibv_reg_mr, which
+ * works where a peer-memory kernel module is loaded. When neither does,
+ * the region simply has no MR on this device: batches touching it are then
+ * staged through host memory like for any other target, and the log says
+ * why.
+ */
+static struct ibv_mr *reg_device(struct rdma_dev *d, struct kvr_mr *mr, int access)
+{
+	kvr_engine *e = d->ctx->e;
+	struct ibv_mr *m = NULL;
+	uint64_t off = 0;
+	int fd = -1;
+
+	if (e->devmem && e->devmem->dmabuf &&
+	    e->devmem->dmabuf(e->devmem, (void *)mr->base, mr->len, &fd, &off) == 0) {
+		m = ibv_reg_dmabuf_mr(d->pd, off, mr->len, mr->base, fd, access);
+		close(fd);
+		if (m)
+			return m;
+	}
+	m = ibv_reg_mr(d->pd, (void *)mr->base, mr->len, access);
+	if (!m)
+		kvr_log(e, KVR_LOG_WARN,
+			"%s: no GPUDirect for device memory %p+%zu (dmabuf and peer memory both "
+			"failed: %s): it is staged through host memory",
+			d->name, (void *)mr->base, mr->len, strerror(errno ? errno : EOPNOTSUPP));
+	return m;
+}
+
 static int reg_on(struct rdma_dev *d, struct kvr_mr *mr)
 {
 	struct rdma_region *rr = mr->ext[d->ctx->ml.slot];
 	int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE;
 
-	if (mr->flags & KVR_MEM_CUDA)
-		return -EOPNOTSUPP;
 	if (!rr) {
 		rr = calloc(1, sizeof(*rr));
 		if (!rr)
 			return -ENOMEM;
 		mr->ext[d->ctx->ml.slot] = rr;
+	}
+	if (mr->flags & KVR_MEM_CUDA) {
+		rr->mr[d->idx] = reg_device(d, mr, access);
+		return 0; /* without one: staged */
 	}
 	rr->mr[d->idx] = ibv_reg_mr(d->pd, (void *)mr->base, mr->len, access);
 	if (!rr->mr[d->idx])

@@ -95,3 +95,10 @@ void tcp_rdma_describe(struct tcp_conn *tc, const char *why)
 	(void)tc;
 	(void)why;
 }
+
+bool tcp_rdma_has_mr(struct tcp_cluster *cl, const struct kvr_mr *mr)
+{
+	(void)cl;
+	(void)mr;
+	return false;
+}

@@ -349,6 +349,12 @@ static void tcp_cancel(kvr_target *t, struct kvr_req *r)
 		kvr_req_done(r, -ETIMEDOUT);
 }
 
+/* rdma:// with GPUDirect: the NIC reaches the region itself. */
+static bool tcp_takes_device(kvr_target *t, const struct kvr_mr *mr)
+{
+	return cl_of(t)->rdma && tcp_rdma_has_mr(cl_of(t), mr);
+}
+
 static void tcp_stats(kvr_target *t, struct kvr_stats *st)
 {
 	/* the objects' counters live on the servers (STATS op) */
@@ -389,6 +395,7 @@ static const struct kvr_target_ops tcp_ops = {
     .exists = tcp_start,
     .remove = tcp_start,
     .cancel = tcp_cancel,
+    .takes_device = tcp_takes_device,
     .stats = tcp_stats,
     .close = tcp_close,
 };

@@ -127,6 +127,8 @@ struct tcp_op *tcp_op_find(struct tcp_conn *tc, uint64_t id);
 int tcp_rdma_setup(struct tcp_cluster *cl);
 /* The TCP connection is up: make its queue pair. 0 or -errno. */
 int tcp_rdma_open(struct tcp_conn *tc);
+/* Region mr has an MR on the cluster's device (GPUDirect for device memory). */
+bool tcp_rdma_has_mr(struct tcp_cluster *cl, const struct kvr_mr *mr);
 /* The engine's verbs counters (work requests, doorbells, completions). */
 void tcp_rdma_stats(struct tcp_cluster *cl, struct kvr_stats *st);
 /* Add our queue pair's address to a HELLO. */
