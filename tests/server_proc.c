@@ -312,15 +312,42 @@ static int wait_exit(pid_t pid, int ms)
 	return 0;
 }
 
+/* A server that will not stop: its threads' stacks into its log, when gdb
+ * is there, to say where it hangs. */
+static void dump_stacks(const struct kvt_server *s)
+{
+	char cmd[1024];
+
+	if (access("/usr/bin/gdb", X_OK))
+		return;
+	snprintf(cmd, sizeof(cmd),
+		 "(for t in /proc/%d/task/* $(sed 's|^|/proc/|' /proc/%d/task/*/children); do "
+		 "echo \"$t $(cat $t/comm) $(grep State $t/status) $(cat $t/wchan)\"; cat "
+		 "$t/stack; done; timeout 30 gdb -batch -p %d -ex 'thread apply all bt') >>'%s' "
+		 "2>&1 </dev/null",
+		 (int)s->pid, (int)s->pid, (int)s->pid, s->log);
+	if (system(cmd) != 0)
+		fprintf(stderr, "kvt_server_stop: no stacks of pid %d\n", (int)s->pid);
+	else
+		fprintf(stderr, "kvt_server_stop: stacks of pid %d in %s\n", (int)s->pid, s->log);
+}
+
 int kvt_server_stop(struct kvt_server *s)
 {
 	if (s->pid <= 0)
 		return -ECHILD;
 	kill(s->pid, SIGTERM);
-	kill(s->pid, SIGCONT); /* a paused server must see its SIGTERM */
+	/* A paused server must see its SIGTERM. Only then: a SIGCONT also
+	 * throws away stop signals, such as the one a leak checker's tracer
+	 * sends while the exiting server stops its threads. */
+	if (s->paused) {
+		kill(s->pid, SIGCONT);
+		s->paused = 0;
+	}
 	if (wait_exit(s->pid, STOP_TIMEOUT_MS)) {
 		fprintf(stderr, "kvt_server_stop: pid %d ignored SIGTERM for %d ms; killing it\n",
 			(int)s->pid, STOP_TIMEOUT_MS);
+		dump_stacks(s);
 		kill(s->pid, SIGKILL);
 	}
 	return reap(s);
