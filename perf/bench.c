@@ -3,12 +3,21 @@
  * kvring-bench: throughput and latency of kvring puts and gets.
  *
  *   kvring-bench --target URI --op put|get --size N[K|M|G] --sge N --batch N
- *                --depth N --seconds S [--copy] [--json FILE] [--fio]
- *                [--conns N] [--replicas R] [--secret-file F] [--keys N]
+ *                --depth N --seconds S [--copy] [--mem host|cuda] [--json FILE]
+ *                [--fio] [--conns N] [--replicas R] [--secret-file F] [--keys N]
+ *   kvring-bench --workload kvcache --target URI [--model NAME] [--scale F]
+ *                [--requests N] [--contiguous] [--copy] [--mem host|cuda]
+ *                [--json FILE]
  *
  * URI is a local store (mem:SIZE, file:PATH) or a cluster of kvring-server
  * nodes (tcp://HOST:PORT[,HOST:PORT...] or rdma://HOST:PORT[,...][?dev=NAME],
  * opened with kvr_connect).
+ *
+ * --workload put-get (the default) keeps batches of equal objects in flight
+ * for a measured time (workload.c); --workload kvcache replays an
+ * LMCache-shaped trace of a model's KV-cache chunks, offload then reload,
+ * each request one batch (kvcache.c). --mem cuda puts the objects' buffers in
+ * CUDA device memory (devmem.c).
  *
  * With no arguments it runs the quick-start demo (demo.c).
  */
@@ -20,6 +29,20 @@
 
 #include "bench.h"
 #include "tools/secret_file.h"
+
+/* "a, b, c": the model presets, for usage and errors. */
+static const char *model_names(void)
+{
+	static char buf[256];
+	const struct kvc_model *m;
+	size_t off = 0;
+
+	buf[0] = 0;
+	for (m = kvc_models; m->name && off < sizeof(buf); m++)
+		off += (size_t)snprintf(buf + off, sizeof(buf) - off, "%s%s",
+					m == kvc_models ? "" : ", ", m->name);
+	return buf;
+}
 
 static void usage(FILE *f)
 {
@@ -36,6 +59,8 @@ static void usage(FILE *f)
 		"  --depth N         batches in flight (default %u)\n"
 		"  --seconds S       measured time (default %.0f)\n"
 		"  --copy            go through a bounce buffer and memcpy (the copy path)\n"
+		"  --mem host|cuda   where the objects' buffers live (default host); cuda:\n"
+		"                    device memory, staged by the library (no --copy)\n"
 		"  --json FILE       write the result as JSON to FILE (- for stdout)\n"
 		"  --fio             file targets: run fio with the same shape beside it\n"
 		"  --capacity N      file store capacity when it is created (default 1G)\n"
@@ -44,10 +69,22 @@ static void usage(FILE *f)
 		"  --conns N         tcp://: connections per node (default 2)\n"
 		"  --replicas R      tcp://: copies of each object (default 1)\n"
 		"  --secret-file F   tcp://: shared secret of servers started with one\n"
+		"  --workload W      put-get (default: the options above) or kvcache: an\n"
+		"                    LMCache-shaped trace of KV-cache chunks, stored once and\n"
+		"                    reloaded per request, every byte checked; takes --target,\n"
+		"                    --copy, --mem, --json, --capacity, the tcp:// options\n"
+		"                    and:\n"
+		"  --model NAME      kvcache: the model whose KV shape to use (default %s):\n"
+		"                    %s\n"
+		"  --scale F         kvcache: tokens per request x F (8192 at 1; default: the\n"
+		"                    largest of 1, 1/2, 1/4, ... that fits the target and RAM)\n"
+		"  --requests N      kvcache: requests in the trace (default 50)\n"
+		"  --contiguous      kvcache: one buffer per chunk instead of one slice per\n"
+		"                    layer and K/V (2 x layers SGEs)\n"
 		"  --demo            run the demo (honours --seconds and --json)\n"
 		"  --help            this text\n",
 		BENCH_DEF_TARGET, BENCH_DEF_SGE, BENCH_DEF_BATCH, BENCH_DEF_DEPTH,
-		BENCH_DEF_SECONDS);
+		BENCH_DEF_SECONDS, kvc_models[0].name, model_names());
 }
 
 static int parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
@@ -73,6 +110,19 @@ static int parse_seconds(const char *s, double *out)
 	errno = 0;
 	v = strtod(s, &end);
 	if (end == s || *end || errno || !(v > 0) || v > 86400)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+static int parse_scale(const char *s, double *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (end == s || *end || errno || !(v > 0) || v > 1024)
 		return -EINVAL;
 	*out = v;
 	return 0;
@@ -199,6 +249,30 @@ enum {
 	OPT_CONNS,
 	OPT_REPLICAS,
 	OPT_SECRET_FILE,
+	OPT_WORKLOAD,
+	OPT_MODEL,
+	OPT_SCALE,
+	OPT_REQUESTS,
+	OPT_CONTIGUOUS,
+	OPT_MEM,
+	OPT_LAST = OPT_MEM,
+};
+
+/* Options that only one workload takes. */
+#define PUTGET_ONLY                                                                                \
+	(1ull << OPT_OP | 1ull << OPT_SIZE | 1ull << OPT_SGE | 1ull << OPT_BATCH |                 \
+	 1ull << OPT_DEPTH | 1ull << OPT_SECONDS | 1ull << OPT_FIO | 1ull << OPT_KEYS)
+#define KVCACHE_ONLY                                                                               \
+	(1ull << OPT_MODEL | 1ull << OPT_SCALE | 1ull << OPT_REQUESTS | 1ull << OPT_CONTIGUOUS)
+
+enum workload { WL_PUTGET, WL_KVCACHE };
+
+/* What the command line asks for. */
+struct bench_args {
+	enum workload workload;
+	bool demo;
+	uint64_t seen; /* 1 << OPT_* of each option given */
+	struct kvc_cfg kvc;
 };
 
 static const struct option long_opts[] = {
@@ -219,6 +293,12 @@ static const struct option long_opts[] = {
     {"conns", required_argument, NULL, OPT_CONNS},
     {"replicas", required_argument, NULL, OPT_REPLICAS},
     {"secret-file", required_argument, NULL, OPT_SECRET_FILE},
+    {"workload", required_argument, NULL, OPT_WORKLOAD},
+    {"model", required_argument, NULL, OPT_MODEL},
+    {"scale", required_argument, NULL, OPT_SCALE},
+    {"requests", required_argument, NULL, OPT_REQUESTS},
+    {"contiguous", no_argument, NULL, OPT_CONTIGUOUS},
+    {"mem", required_argument, NULL, OPT_MEM},
     {NULL, 0, NULL, 0},
 };
 
@@ -228,14 +308,16 @@ static int bad_value(const char *opt, const char *val, const char *want)
 	return 2;
 }
 
-/* Parse argv into *cfg. Returns 0, or the exit status to leave with. */
-static int parse_args(int argc, char **argv, struct bench_cfg *cfg, bool *demo)
+/* Parse argv into *cfg and *a. Returns 0, or the exit status to leave with. */
+static int parse_args(int argc, char **argv, struct bench_cfg *cfg, struct bench_args *a)
 {
 	const char *name;
 	int c, idx;
 
 	while ((c = getopt_long(argc, argv, "", long_opts, &idx)) != -1) {
-		name = c > 0 && c <= OPT_SECRET_FILE ? long_opts[c - 1].name : "";
+		name = c > 0 && c <= OPT_LAST ? long_opts[c - 1].name : "";
+		if (c > 0 && c <= OPT_LAST)
+			a->seen |= 1ull << c;
 		switch (c) {
 		case OPT_TARGET:
 			cfg->target = optarg;
@@ -283,7 +365,40 @@ static int parse_args(int argc, char **argv, struct bench_cfg *cfg, bool *demo)
 				return bad_value(name, optarg, "a size above 0, like 4G");
 			break;
 		case OPT_DEMO:
-			*demo = true;
+			a->demo = true;
+			break;
+		case OPT_WORKLOAD:
+			if (!strcmp(optarg, "put-get"))
+				a->workload = WL_PUTGET;
+			else if (!strcmp(optarg, "kvcache"))
+				a->workload = WL_KVCACHE;
+			else
+				return bad_value(name, optarg, "put-get or kvcache");
+			break;
+		case OPT_MODEL:
+			a->kvc.model = kvc_model_find(optarg);
+			if (!a->kvc.model)
+				return bad_value(name, optarg, model_names());
+			break;
+		case OPT_SCALE:
+			if (parse_scale(optarg, &a->kvc.scale))
+				return bad_value(name, optarg,
+						 "a factor above 0 and at most 1024, like 0.25");
+			break;
+		case OPT_REQUESTS:
+			if (parse_u32(optarg, 1, 100000, &a->kvc.requests))
+				return bad_value(name, optarg, "1 to 100000");
+			break;
+		case OPT_CONTIGUOUS:
+			a->kvc.contiguous = true;
+			break;
+		case OPT_MEM:
+			if (!strcmp(optarg, "host"))
+				cfg->cuda = false;
+			else if (!strcmp(optarg, "cuda"))
+				cfg->cuda = true;
+			else
+				return bad_value(name, optarg, "host or cuda");
 			break;
 		case OPT_KEYS:
 			if (kvr_parse_size(optarg, &cfg->keys) || !cfg->keys ||
@@ -323,8 +438,23 @@ static int parse_args(int argc, char **argv, struct bench_cfg *cfg, bool *demo)
 		usage(stderr);
 		return 2;
 	}
-	if (*demo)
+	if (a->demo)
 		return 0;
+	if (a->workload == WL_KVCACHE && (a->seen & PUTGET_ONLY)) {
+		fprintf(stderr, "kvring-bench: --op, --size, --sge, --batch, --depth, --seconds, "
+				"--keys and --fio belong to --workload put-get\n");
+		return 2;
+	}
+	if (a->workload == WL_PUTGET && (a->seen & KVCACHE_ONLY)) {
+		fprintf(stderr, "kvring-bench: --model, --scale, --requests and --contiguous "
+				"need --workload kvcache\n");
+		return 2;
+	}
+	if (cfg->cuda && cfg->copy) {
+		fprintf(stderr, "kvring-bench: --copy is the host memcpy path and does not apply "
+				"to --mem cuda (the library stages device memory itself)\n");
+		return 2;
+	}
 	if (cfg->sge > cfg->size) {
 		fprintf(stderr,
 			"kvring-bench: --sge %u is more slices than the %llu bytes of an "
@@ -396,6 +526,72 @@ static void run_fio(const struct bench_cfg *cfg, struct bench_result *res)
 	fio_cleanup(fio_path);
 }
 
+/* Fail before opening anything when --mem cuda cannot work here. */
+static int check_cuda(void)
+{
+	char why[200];
+	void *p;
+
+	if (devmem_alloc(4096, &p, why, sizeof(why))) {
+		fprintf(stderr, "kvring-bench: --mem cuda: %s\n", why);
+		return 2;
+	}
+	devmem_free(p);
+	return 0;
+}
+
+/* --workload kvcache: open, run, report. Returns the exit status. */
+static int run_kvcache(const struct bench_cfg *cfg, struct kvc_cfg *kc)
+{
+	bool to_stdout = cfg->json && !strcmp(cfg->json, "-");
+	struct kvc_result res;
+	struct bench_env env;
+	FILE *f;
+	int rc;
+
+	kc->target = cfg->target;
+	kc->copy = cfg->copy;
+	kc->cuda = cfg->cuda;
+	kc->json = cfg->json;
+	if (bench_env_open(&env, cfg->target, cfg->capacity, kvc_chunks_per_request(kc, kc->scale),
+			   cfg))
+		return 1;
+	rc = kvcache_run(&env, kc, &res);
+	bench_env_close(&env);
+	if (rc)
+		return 1;
+	kvcache_summary(to_stdout ? stderr : stdout, &res);
+	if (cfg->json) {
+		f = to_stdout ? stdout : fopen(cfg->json, "w");
+		if (!f) {
+			fprintf(stderr, "kvring-bench: cannot write %s: %s\n", cfg->json,
+				strerror(errno));
+			return 1;
+		}
+		kvcache_json(f, &res);
+		rc = ferror(f) ? -EIO : 0;
+		if (to_stdout)
+			fflush(f);
+		else if (fclose(f))
+			rc = -errno;
+		if (rc) {
+			fprintf(stderr, "kvring-bench: cannot write %s: %s\n", cfg->json,
+				strerror(-rc));
+			return 1;
+		}
+	}
+	if (res.store.errors || res.load.errors || res.verify_bad) {
+		fprintf(
+		    stderr,
+		    "kvring-bench: kvcache: %llu store and %llu load errors, %llu of %llu chunks "
+		    "with wrong bytes\n",
+		    (unsigned long long)res.store.errors, (unsigned long long)res.load.errors,
+		    (unsigned long long)res.verify_bad, (unsigned long long)res.verified);
+		return 1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct bench_cfg cfg = {
@@ -407,23 +603,29 @@ int main(int argc, char **argv)
 	    .depth = BENCH_DEF_DEPTH,
 	    .seconds = BENCH_DEF_SECONDS,
 	};
+	struct bench_args args = {.workload = WL_PUTGET};
 	struct bench_result res;
 	struct bench_env env;
-	bool demo = false;
 	int rc;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc > 1 && !strcmp(argv[1], "suite"))
+		return suite_main(argc - 1, argv + 1);
 	if (argc <= 1)
 		return demo_run(BENCH_DEMO_SECONDS, NULL) ? 1 : 0;
 	cfg.seconds = 0;
-	rc = parse_args(argc, argv, &cfg, &demo);
+	rc = parse_args(argc, argv, &cfg, &args);
 	if (rc)
 		return rc;
 	if (check_json_path(cfg.json))
 		return 1;
-	if (demo)
+	if (args.demo)
 		return demo_run(cfg.seconds > 0 ? cfg.seconds : BENCH_DEMO_SECONDS, cfg.json) ? 1
 											      : 0;
+	if (cfg.cuda && check_cuda())
+		return 2;
+	if (args.workload == WL_KVCACHE)
+		return run_kvcache(&cfg, &args.kvc);
 	if (cfg.seconds <= 0)
 		cfg.seconds = BENCH_DEF_SECONDS;
 

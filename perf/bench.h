@@ -8,6 +8,11 @@
  *   report.c    the one-line summary, the JSON document, the demo table
  *   hist.c      the latency histogram
  *   fio.c       the fio reference run and its JSON output
+ *   kvcache.c   the LMCache-shaped KV-cache workload (--workload kvcache)
+ *   devmem.c    buffers in CUDA device memory (--mem cuda)
+ *   loopback.c  an in-process kvring server on a thread (demo, suite)
+ *   suite.c     kvring-bench suite: the matrix, references, report, plots
+ *   refs.c      the suite's references: iperf3, redis-benchmark, memcpy
  */
 #ifndef KVR_PERF_BENCH_H
 #define KVR_PERF_BENCH_H
@@ -46,18 +51,20 @@ double hist_pct(const struct bench_hist *h, double p);
 
 /* What one run does. */
 struct bench_cfg {
-	const char *target; /* "mem:SIZE", "file:PATH" or "tcp://HOST:PORT[,...]" */
-	enum kvr_op op;	    /* KVR_OP_PUT or KVR_OP_GET */
-	uint64_t size;	    /* object size in bytes */
-	uint32_t sge;	    /* SGEs per object */
-	uint32_t batch;	    /* objects per batch */
-	uint32_t depth;	    /* batches in flight */
-	double seconds;	    /* measured time */
-	bool copy;	    /* go through a bounce buffer (the copy path) */
-	bool fio;	    /* run the fio reference too (file targets) */
-	uint64_t capacity;  /* file store capacity when creating (0: default) */
-	const char *json;   /* write the JSON document here (NULL: none) */
-	uint64_t keys;	    /* key space (0: derived from the capacity) */
+	const char *target;	 /* "mem:SIZE", "file:PATH" or "tcp://HOST:PORT[,...]" */
+	enum kvr_op op;		 /* KVR_OP_PUT or KVR_OP_GET */
+	uint64_t size;		 /* object size in bytes */
+	uint32_t sge;		 /* SGEs per object */
+	uint32_t batch;		 /* objects per batch */
+	uint32_t depth;		 /* batches in flight */
+	double seconds;		 /* measured time */
+	bool copy;		 /* go through a bounce buffer (the copy path) */
+	bool cuda;		 /* --mem cuda: the objects' buffers are CUDA device memory */
+	struct bench_hist *hist; /* when set: receives the measured latencies */
+	bool fio;		 /* run the fio reference too (file targets) */
+	uint64_t capacity;	 /* file store capacity when creating (0: default) */
+	const char *json;	 /* write the JSON document here (NULL: none) */
+	uint64_t keys;		 /* key space (0: derived from the capacity) */
 	/* tcp:// targets */
 	uint32_t conns;	       /* connections per node (0: the library's) */
 	uint32_t replicas;     /* copies of each object (0: 1) */
@@ -121,6 +128,11 @@ void bench_errmsg(kvr_engine *e, int rc, const char *what, const char *obj);
 int workload_run(struct bench_env *env, const struct bench_cfg *cfg, struct bench_result *res);
 
 /* fio.c */
+bool bench_have(const char *prog); /* prog is an executable on $PATH */
+/* Run argv with stdout and stderr into one pipe; *output gets what it
+ * printed (malloc'd). Returns the exit status, or -1 when it did not run.
+ * fio_kill() stops it from a signal handler. */
+int bench_run_capture(char *const argv[], char **output);
 bool fio_available(void);
 int fio_run(const char *path, enum kvr_op op, uint64_t bs, uint32_t iodepth, double seconds,
 	    uint64_t file_size, struct bench_ref *ref);
@@ -131,6 +143,9 @@ int fio_parse(const char *out, enum kvr_op op, struct bench_ref *ref);
 /* report.c */
 void fmt_size(char *buf, size_t len, uint64_t v);
 void report_summary(FILE *f, const struct bench_result *r);
+void report_json_str(FILE *f, const char *s);
+void report_json_num(FILE *f, double v); /* null when not finite */
+void report_json_result(FILE *f, const struct bench_result *r, const char *ind);
 int report_json(const char *path, const struct bench_result *r, size_t n, bool array);
 
 struct demo_row {
@@ -140,6 +155,115 @@ struct demo_row {
 	struct bench_result copy;
 };
 void report_table(FILE *f, const struct demo_row *rows, size_t n);
+
+/* The LMCache-shaped KV-cache workload (kvcache.c). */
+struct kvc_model {
+	const char *name; /* "llama-3-8b", ... */
+	uint32_t layers, kv_heads, head_dim, dtype_bytes;
+};
+/* bytes of K and V of one token: layers x 2 x kv_heads x head_dim x dtype */
+static inline uint64_t kvc_token_bytes(const struct kvc_model *m)
+{
+	return (uint64_t)m->layers * 2 * m->kv_heads * m->head_dim * m->dtype_bytes;
+}
+const struct kvc_model *kvc_model_find(const char *name); /* NULL: unknown */
+extern const struct kvc_model kvc_models[];		  /* ends with name == NULL */
+
+struct kvc_cfg {
+	const char *target; /* any kvring URI */
+	const struct kvc_model *model;
+	double scale;	       /* tokens per request x scale (0: fit this machine) */
+	uint32_t requests;     /* 0: 50 */
+	uint32_t chunk_tokens; /* 0: 256 */
+	bool contiguous;       /* one buffer per chunk instead of 2 x layers slices */
+	bool copy;	       /* stage every chunk through a bounce buffer + memcpy */
+	bool cuda;	       /* the KV cache lives in CUDA device memory */
+	const char *json;      /* NULL: none */
+};
+
+struct kvc_phase {
+	double p50_ms, p99_ms, max_ms; /* per request, submission to its last chunk */
+	double gbps;		       /* KV bytes / time, all requests */
+	double tokens_per_s;
+	double seconds;
+	uint64_t chunks, bytes, errors;
+	int64_t first_error; /* the first bad result (negative errno or a length) */
+};
+
+struct kvc_result {
+	struct kvc_cfg cfg;
+	double scale; /* the scale used */
+	uint32_t requests, tokens_per_request, chunk_tokens;
+	uint64_t chunk_bytes, request_bytes, unique_chunks, stored_bytes;
+	uint32_t sge_per_chunk;
+	struct kvc_phase store, load;	/* offload (put) and reload (get) */
+	uint64_t verified, verify_bad;	/* chunks checked after the load */
+	uint32_t groups, prefix_chunks; /* shared prompts, chunks each shares */
+	uint64_t capacity;		/* the capacity the scale was fitted to */
+	char scale_note[400];		/* which scale and why (also printed) */
+};
+
+/* Chunks of one request at scale (0: the scale-1 upper bound of auto),
+ * for sizing the engine before kvcache_run. */
+uint32_t kvc_chunks_per_request(const struct kvc_cfg *cfg, double scale);
+/* Run the trace against env (open), fill *res. 0 or a negative errno. */
+int kvcache_run(struct bench_env *env, const struct kvc_cfg *cfg, struct kvc_result *res);
+/* Write res as one JSON object (kvcache.c). */
+void kvcache_json(FILE *f, const struct kvc_result *res);
+void kvcache_summary(FILE *f, const struct kvc_result *res);
+
+/* CUDA device memory for buffers (devmem.c). Without a CUDA build or a
+ * device these return -EOPNOTSUPP / -ENODEV and why says so. */
+int devmem_alloc(size_t len, void **out, char *why, size_t why_len);
+void devmem_free(void *p);
+int devmem_copy_to_host(void *dst, const void *src, size_t len);
+int devmem_copy_from_host(void *dst, const void *src, size_t len);
+bool devmem_available(void);
+
+/* loopback.c: kvr_serve over a memory pool of pool_bytes on its own engine
+ * and thread, on "tcp://127.0.0.1:0" or "rdma://..." (listen). */
+int loopback_start(const char *listen, uint64_t pool_bytes, char *uri, size_t uri_len, char *err,
+		   size_t err_len);
+void loopback_stop(void);
+
+/* refs.c: the suite's references, each run as a child process. */
+struct ref_iperf {
+	bool ran;
+	double gbps; /* 1e9 bytes/s received, all streams */
+	double cpu_host_pct, cpu_remote_pct;
+	char why[200];
+};
+struct ref_redis {
+	bool ran;
+	double ops_per_s, gbps;
+	double avg_ms, p50_ms, p99_ms, p999_ms; /* p999: the first bucket at or above */
+	char why[200];
+};
+int ref_iperf3(uint32_t streams, double seconds, struct ref_iperf *r);
+int ref_redis_start(char *why, size_t why_len); /* a private redis-server */
+void ref_redis_stop(void);
+/* redis-benchmark -d size -c clients -P pipeline -n n -t set,get */
+int ref_redis_bench(uint64_t size, uint32_t clients, uint32_t pipeline, uint64_t n,
+		    struct ref_redis *set, struct ref_redis *get);
+int ref_redis_parse(const char *out, struct ref_redis *set, struct ref_redis *get);
+/* memcpy between two buffers of `size`, cycling over 64 MiB (GB/s). */
+double ref_memcpy_gbps(uint64_t size, double seconds);
+void ref_kill(void); /* async-signal-safe: stop the servers started */
+
+/* hist.c: the CDF as "latency_us fraction" lines, one per non-empty bucket. */
+void hist_cdf(const struct bench_hist *h, FILE *f);
+
+/* rundir.c: a private directory under parent (NULL: $TMPDIR or /var/tmp)
+ * named prefix.XXXXXX; its removal (files, then the directory; dir[0] is
+ * cleared); handler on SIGINT, SIGTERM and SIGHUP (SIGPIPE ignored); the
+ * name of dir's file system. */
+int bench_rundir_make(const char *parent, const char *prefix, char *dir, size_t len);
+void bench_rundir_remove(char *dir);
+void bench_catch_signals(void (*handler)(int));
+const char *bench_fs_name(const char *dir);
+
+/* suite.c */
+int suite_main(int argc, char **argv);
 
 /* demo.c */
 int demo_run(double seconds, const char *json);

@@ -9,7 +9,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,92 +35,6 @@ static const struct {
 #define DEMO_ROWS	(DEMO_TARGETS * 2 * sizeof(demo_shapes) / sizeof(demo_shapes[0]))
 #define DEMO_SERVER_MEM (1200ull << 20) /* the largest key space (256 x 4M) and room */
 
-/* The loopback server: its own engine on its own thread. */
-static struct {
-	pthread_t th;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	int state; /* 0 starting, 1 serving, -errno failed */
-	int quit;
-	kvr_engine *e;
-	char uri[96];
-	char err[256];
-} demo_srv = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-
-static void srv_state(int state)
-{
-	pthread_mutex_lock(&demo_srv.mu);
-	demo_srv.state = state;
-	pthread_cond_broadcast(&demo_srv.cv);
-	pthread_mutex_unlock(&demo_srv.mu);
-}
-
-static void *srv_main(void *arg)
-{
-	struct kvr_store_opts so = {.size = sizeof(so), .capacity = DEMO_SERVER_MEM};
-	kvr_target *pool = NULL;
-	kvr_server *server = NULL;
-	kvr_engine *e = NULL;
-	int rc;
-
-	(void)arg;
-	rc = kvr_engine_create(NULL, &e);
-	if (!rc)
-		rc = kvr_store_open(e, "mem:", &so, &pool);
-	if (!rc)
-		rc = kvr_serve(e, "tcp://127.0.0.1:0", pool, NULL, &server);
-	if (rc) {
-		snprintf(demo_srv.err, sizeof(demo_srv.err), "%s%s%s", kvr_strerror(rc),
-			 e && kvr_engine_errmsg(e)[0] ? ": " : "", e ? kvr_engine_errmsg(e) : "");
-		kvr_engine_destroy(e);
-		srv_state(rc);
-		return NULL;
-	}
-	kvr_server_addr(server, demo_srv.uri, sizeof(demo_srv.uri));
-	pthread_mutex_lock(&demo_srv.mu);
-	demo_srv.e = e;
-	pthread_mutex_unlock(&demo_srv.mu);
-	srv_state(1);
-	while (!__atomic_load_n(&demo_srv.quit, __ATOMIC_ACQUIRE))
-		if (kvr_engine_poll(e, -1) < 0)
-			break;
-	kvr_server_close(server, 2000);
-	pthread_mutex_lock(&demo_srv.mu); /* demo_server_stop may be waking it */
-	demo_srv.e = NULL;
-	pthread_mutex_unlock(&demo_srv.mu);
-	kvr_engine_destroy(e);
-	return NULL;
-}
-
-/* 0 with demo_srv.uri set, or a negative errno (demo_srv.err says why). */
-static int demo_server_start(void)
-{
-	int rc = pthread_create(&demo_srv.th, NULL, srv_main, NULL);
-
-	if (rc) {
-		snprintf(demo_srv.err, sizeof(demo_srv.err), "%s", strerror(rc));
-		return -rc;
-	}
-	pthread_mutex_lock(&demo_srv.mu);
-	while (!demo_srv.state)
-		pthread_cond_wait(&demo_srv.cv, &demo_srv.mu);
-	rc = demo_srv.state;
-	pthread_mutex_unlock(&demo_srv.mu);
-	if (rc < 0)
-		pthread_join(demo_srv.th, NULL);
-	return rc < 0 ? rc : 0;
-}
-
-static void demo_server_stop(void)
-{
-	__atomic_store_n(&demo_srv.quit, 1, __ATOMIC_RELEASE);
-	pthread_mutex_lock(&demo_srv.mu);
-	if (demo_srv.e)
-		kvr_engine_wake(demo_srv.e);
-	pthread_mutex_unlock(&demo_srv.mu);
-	pthread_join(demo_srv.th, NULL);
-}
-
 static char demo_dir[PATH_MAX - 64];
 static char demo_store[PATH_MAX]; /* the URI: "file:" + path */
 static char demo_fio[PATH_MAX];
@@ -130,20 +43,7 @@ static uint64_t demo_t0;
 
 static void demo_cleanup(void)
 {
-	struct dirent *de;
-	DIR *d;
-
-	if (!demo_dir[0])
-		return;
-	d = opendir(demo_dir);
-	if (d) {
-		while ((de = readdir(d)))
-			if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-				unlinkat(dirfd(d), de->d_name, 0);
-		closedir(d);
-	}
-	rmdir(demo_dir);
-	demo_dir[0] = '\0';
+	bench_rundir_remove(demo_dir);
 }
 
 static void demo_signal(int sig)
@@ -158,58 +58,15 @@ static void demo_signal(int sig)
 	raise(sig);
 }
 
-static const char *fs_name(const char *dir)
-{
-	static char other[32];
-	struct statfs sf;
-
-	if (statfs(dir, &sf))
-		return "unknown file system";
-	switch ((unsigned long)sf.f_type) {
-	case 0xef53:
-		return "ext4";
-	case 0x58465342:
-		return "xfs";
-	case 0x9123683e:
-		return "btrfs";
-	case 0x01021994:
-		return "tmpfs: the file rows measure memory";
-	case 0x794c7630:
-		return "overlayfs";
-	case 0x6969:
-		return "nfs";
-	default:
-		snprintf(other, sizeof(other), "file system 0x%lx", (unsigned long)sf.f_type);
-		return other;
-	}
-}
-
 static int demo_setup(void)
 {
-	const char *tmp = getenv("TMPDIR");
-	struct sigaction sa;
-	int n;
-
-	if (!tmp || !*tmp)
-		tmp = "/tmp";
-	n = snprintf(demo_dir, sizeof(demo_dir), "%s/kvring-bench.XXXXXX", tmp);
-	if (n < 0 || (size_t)n >= sizeof(demo_dir) || !mkdtemp(demo_dir)) {
-		fprintf(stderr, "kvring-bench: cannot make a temporary directory in %s: %s\n", tmp,
-			n < 0 || (size_t)n >= sizeof(demo_dir) ? "path too long" : strerror(errno));
-		demo_dir[0] = '\0';
+	if (bench_rundir_make(NULL, "kvring-bench", demo_dir, sizeof(demo_dir)))
 		return -1;
-	}
 	snprintf(demo_store, sizeof(demo_store), "file:%s/store.kvr", demo_dir);
 	snprintf(demo_fio, sizeof(demo_fio), "%s/store.kvr.fio", demo_dir);
 	snprintf(demo_fio_json, sizeof(demo_fio_json), "%s.json", demo_fio);
 	atexit(demo_cleanup);
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = demo_signal;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-	sigaction(SIGPIPE, &sa, NULL);
+	bench_catch_signals(demo_signal);
 	return 0;
 }
 
@@ -324,23 +181,25 @@ int demo_run(double seconds, const char *json)
 	size_t n = 0, nall = 0, i;
 	int failed = 0, tgt, shape, op;
 
+	char srv_uri[160], srv_err[256];
 	bool served;
 
 	demo_t0 = bench_now_ns();
 	if (demo_setup())
 		return 1;
-	served = demo_server_start() == 0;
+	served = loopback_start("tcp://127.0.0.1:0", DEMO_SERVER_MEM, srv_uri, sizeof(srv_uri),
+				srv_err, sizeof(srv_err)) == 0;
 	printf("kvring-bench quick start: kvring %d.%d, memory store %s, file store %s "
 	       "(4 GiB, %s),\nand a loopback kvring server (%s)\n",
 	       KVR_VERSION_MAJOR, KVR_VERSION_MINOR, DEMO_MEM_URI, demo_store + 5,
-	       fs_name(demo_dir), served ? demo_srv.uri : demo_srv.err);
+	       bench_fs_name(demo_dir), served ? srv_uri : srv_err);
 	printf("4K objects in batches of 64, 256K and 4M in batches of 8, 4 batches in flight, "
 	       "%.3g s per run; fio %s\n\n",
 	       seconds, have_fio ? "found" : "not installed");
 
 	for (tgt = 0; tgt < DEMO_TARGETS; tgt++) {
 		bool file = tgt == 1, tcp = tgt == 2;
-		const char *uri = tcp ? demo_srv.uri : file ? demo_store : DEMO_MEM_URI;
+		const char *uri = tcp ? srv_uri : file ? demo_store : DEMO_MEM_URI;
 		const char *name = tcp ? "tcp" : file ? "file" : "mem";
 
 		if (tcp && !served) {
@@ -360,7 +219,7 @@ int demo_run(double seconds, const char *json)
 	}
 	fio_cleanup(demo_fio);
 	if (served)
-		demo_server_stop();
+		loopback_stop();
 
 	printf("\n");
 	report_table(stdout, rows, n);

@@ -23,10 +23,11 @@
 /* The file this process had fio lay out (fully written) for reads. */
 static char laid_out[4096];
 static uint64_t laid_out_size;
-/* The fio process running now, for fio_kill() from a signal handler. */
+/* The child running now (fio, iperf3, redis-benchmark), for fio_kill()
+ * from a signal handler. */
 static volatile pid_t fio_child;
 
-bool fio_available(void)
+bool bench_have(const char *prog)
 {
 	const char *path = getenv("PATH"), *p, *end;
 	char buf[4096];
@@ -39,14 +40,19 @@ bool fio_available(void)
 		if (!end)
 			end = p + strlen(p);
 		if (end == p)
-			len = snprintf(buf, sizeof(buf), "./fio");
+			len = snprintf(buf, sizeof(buf), "./%s", prog);
 		else
-			len = snprintf(buf, sizeof(buf), "%.*s/fio", (int)(end - p), p);
+			len = snprintf(buf, sizeof(buf), "%.*s/%s", (int)(end - p), p, prog);
 		if (len > 0 && (size_t)len < sizeof(buf) && access(buf, X_OK) == 0)
 			return true;
 		if (!*end)
 			return false;
 	}
+}
+
+bool fio_available(void)
+{
+	return bench_have("fio");
 }
 
 /* --------------------------------------------------------- a tiny JSON reader */
@@ -225,9 +231,7 @@ static char *read_all(int fd, size_t *lenp)
 	return buf;
 }
 
-/* Run argv with stdout and stderr into one pipe; *output gets what it
- * printed (malloc'd). Returns the exit status, or -1 when it did not run. */
-static int run_capture(char *const argv[], char **output)
+int bench_run_capture(char *const argv[], char **output)
 {
 	int fds[2], status, devnull;
 	size_t len = 0;
@@ -412,7 +416,7 @@ int fio_run(const char *path, enum kvr_op op, uint64_t bs, uint32_t iodepth, dou
 	argv[argc] = NULL;
 
 	unlink(json_path);
-	rc = run_capture(argv, &out);
+	rc = bench_run_capture(argv, &out);
 	if (rc) {
 		last_line(out, line, sizeof(line));
 		if (rc < 0)

@@ -59,3 +59,21 @@ double hist_pct(const struct bench_hist *h, double p)
 		v = h->max_ns;
 	return (double)v / 1000.0;
 }
+
+void hist_cdf(const struct bench_hist *h, FILE *f)
+{
+	uint64_t seen = 0, v;
+	unsigned i;
+
+	if (!h->n)
+		return;
+	for (i = 0; i < HIST_BUCKETS; i++) {
+		if (!h->bucket[i])
+			continue;
+		seen += h->bucket[i];
+		v = hist_value(i);
+		if (v > h->max_ns)
+			v = h->max_ns;
+		fprintf(f, "%.3f %.6f\n", (double)v / 1000.0, (double)seen / (double)h->n);
+	}
+}

@@ -36,13 +36,13 @@ void report_summary(FILE *f, const struct bench_result *r)
 
 	fmt_size(size, sizeof(size), c->size);
 	fprintf(f,
-		"%s %s size %s sge %u batch %u depth %u%s: %.3f GB/s, %.0f ops/s, "
+		"%s %s size %s sge %u batch %u depth %u%s%s: %.3f GB/s, %.0f ops/s, "
 		"latency us p50 %.1f p99 %.1f p99.9 %.1f, %llu objects in %.2f s, "
 		"errors %llu",
 		bench_op_name(c->op), c->target, size, c->sge, c->batch, c->depth,
-		c->copy ? " (copy path)" : "", r->gbps, r->ops_per_s, r->p50_us, r->p99_us,
-		r->p999_us, (unsigned long long)r->objects, r->seconds,
-		(unsigned long long)r->errors);
+		c->copy ? " (copy path)" : "", c->cuda ? " (cuda memory)" : "", r->gbps,
+		r->ops_per_s, r->p50_us, r->p99_us, r->p999_us, (unsigned long long)r->objects,
+		r->seconds, (unsigned long long)r->errors);
 	if (bench_is_remote(c->target))
 		fprintf(f, " | conns %u replicas %u", bench_conns(c),
 			c->replicas ? c->replicas : 1);
@@ -57,7 +57,7 @@ void report_summary(FILE *f, const struct bench_result *r)
 
 /* ------------------------------------------------------------------- JSON */
 
-static void json_str(FILE *f, const char *s)
+void report_json_str(FILE *f, const char *s)
 {
 	fputc('"', f);
 	for (; *s; s++) {
@@ -77,7 +77,7 @@ static void json_str(FILE *f, const char *s)
 	fputc('"', f);
 }
 
-static void json_num(FILE *f, double v)
+void report_json_num(FILE *f, double v)
 {
 	if (v != v || v > DBL_MAX || v < -DBL_MAX)
 		fputs("null", f);
@@ -88,26 +88,27 @@ static void json_num(FILE *f, double v)
 static void json_lat(FILE *f, double p50, double p99, double p999)
 {
 	fputs("{\"p50\": ", f);
-	json_num(f, p50);
+	report_json_num(f, p50);
 	fputs(", \"p99\": ", f);
-	json_num(f, p99);
+	report_json_num(f, p99);
 	fputs(", \"p999\": ", f);
-	json_num(f, p999);
+	report_json_num(f, p999);
 	fputc('}', f);
 }
 
-static void json_result(FILE *f, const struct bench_result *r, const char *ind)
+void report_json_result(FILE *f, const struct bench_result *r, const char *ind)
 {
 	const struct bench_cfg *c = &r->cfg;
 	char err[160];
 
 	fprintf(f, "%s{\n", ind);
 	fprintf(f, "%s  \"op\": \"%s\",\n%s  \"target\": ", ind, bench_op_name(c->op), ind);
-	json_str(f, c->target);
+	report_json_str(f, c->target);
 	fprintf(f, ",\n%s  \"size\": %llu,\n", ind, (unsigned long long)c->size);
 	fprintf(f, "%s  \"sge\": %u,\n%s  \"batch\": %u,\n%s  \"depth\": %u,\n", ind, c->sge, ind,
 		c->batch, ind, c->depth);
 	fprintf(f, "%s  \"copy\": %s,\n", ind, c->copy ? "true" : "false");
+	fprintf(f, "%s  \"mem\": \"%s\",\n", ind, c->cuda ? "cuda" : "host");
 	fprintf(f, "%s  \"keys\": %llu,\n", ind, (unsigned long long)r->keys);
 	if (bench_is_remote(c->target))
 		fprintf(f, "%s  \"conns\": %u,\n%s  \"replicas\": %u,\n", ind, bench_conns(c), ind,
@@ -115,22 +116,22 @@ static void json_result(FILE *f, const struct bench_result *r, const char *ind)
 	fprintf(f, "%s  \"objects\": %llu,\n", ind, (unsigned long long)r->objects);
 	fprintf(f, "%s  \"bytes\": %llu,\n", ind, (unsigned long long)r->bytes);
 	fprintf(f, "%s  \"seconds\": ", ind);
-	json_num(f, r->seconds);
+	report_json_num(f, r->seconds);
 	fprintf(f, ",\n%s  \"gbps\": ", ind);
-	json_num(f, r->gbps);
+	report_json_num(f, r->gbps);
 	fprintf(f, ",\n%s  \"ops_per_s\": ", ind);
-	json_num(f, r->ops_per_s);
+	report_json_num(f, r->ops_per_s);
 	fprintf(f, ",\n%s  \"errors\": %llu,\n", ind, (unsigned long long)r->errors);
 	if (r->errors) {
 		fmt_error(err, sizeof(err), r->first_error);
 		fprintf(f, "%s  \"first_error\": ", ind);
-		json_str(f, err);
+		report_json_str(f, err);
 		fputs(",\n", f);
 	}
 	fprintf(f, "%s  \"lat_us\": ", ind);
 	json_lat(f, r->p50_us, r->p99_us, r->p999_us);
 	fprintf(f, ",\n%s  \"lat_max_us\": ", ind);
-	json_num(f, r->max_us);
+	report_json_num(f, r->max_us);
 	fprintf(f, ",\n%s  \"verified\": %llu,\n", ind, (unsigned long long)r->verified);
 	fprintf(f,
 		"%s  \"engine\": {\"fixed_ios\": %llu, \"plain_ios\": %llu, "
@@ -140,17 +141,17 @@ static void json_result(FILE *f, const struct bench_result *r, const char *ind)
 		(unsigned long long)r->eng.cq_overflows);
 	if (r->ref.ran) {
 		fprintf(f, ",\n%s  \"ref\": {\"tool\": \"fio\", \"gbps\": ", ind);
-		json_num(f, r->ref.gbps);
+		report_json_num(f, r->ref.gbps);
 		fputs(", \"ops_per_s\": ", f);
-		json_num(f, r->ref.ops_per_s);
+		report_json_num(f, r->ref.ops_per_s);
 		fprintf(f, ", \"bs\": %llu, \"iodepth\": %u, \"lat_us\": ",
 			(unsigned long long)r->ref.bs, r->ref.iodepth);
 		json_lat(f, r->ref.p50_us, r->ref.p99_us, r->ref.p999_us);
 		fprintf(f, "},\n%s  \"ratio\": ", ind);
-		json_num(f, r->ref.gbps > 0 ? r->gbps / r->ref.gbps : __builtin_nan(""));
+		report_json_num(f, r->ref.gbps > 0 ? r->gbps / r->ref.gbps : __builtin_nan(""));
 	} else if (c->fio) {
 		fprintf(f, ",\n%s  \"ref\": null,\n%s  \"ref_error\": ", ind, ind);
-		json_str(f, r->ref.why);
+		report_json_str(f, r->ref.why);
 		fprintf(f, ",\n%s  \"ratio\": null", ind);
 	}
 	fprintf(f, "\n%s}", ind);
@@ -170,7 +171,7 @@ int report_json(const char *path, const struct bench_result *r, size_t n, bool a
 	if (array)
 		fputs("[\n", f);
 	for (i = 0; i < n; i++) {
-		json_result(f, &r[i], array ? "  " : "");
+		report_json_result(f, &r[i], array ? "  " : "");
 		fputs(array && i + 1 < n ? ",\n" : "\n", f);
 	}
 	if (array)

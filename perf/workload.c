@@ -15,6 +15,11 @@
  * measured time is over. A get run first puts every key it will read (the
  * fill) and reads one round back checking every byte (the verify), neither
  * measured.
+ *
+ * With --mem cuda the arena is CUDA device memory (devmem.c) registered with
+ * KVR_MEM_CUDA: the fill's patterns go in and the verify's bytes come back
+ * through a host staging buffer of one slice. The copy path is a host memcpy
+ * and is refused there.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -47,6 +52,8 @@ struct wl {
 	uint32_t nslot; /* depth * batch */
 	uint8_t *arena;
 	size_t arena_len;
+	bool dev;	/* the arena is CUDA device memory */
+	uint8_t *stage; /* dev: host staging of one slice */
 	kvr_mr *mr;
 	size_t slice_len[KVR_MAX_SGE];
 	size_t slice_off[KVR_MAX_SGE];
@@ -196,41 +203,12 @@ static int wl_layout(struct wl *w)
 	return 0;
 }
 
-static int wl_setup(struct wl *w)
+/* The objects' SGLs, keys and batches over the arena. */
+static int wl_setup_sgls(struct wl *w)
 {
 	const struct bench_cfg *cfg = w->cfg;
-	uint64_t seed = 0x6b7672696e67ull;
 	uint32_t s, j, b;
 	size_t i;
-	int rc;
-
-	rc = wl_layout(w);
-	if (rc) {
-		fprintf(stderr, "kvring-bench: %u objects of %llu bytes do not fit in memory\n",
-			w->nslot, (unsigned long long)cfg->size);
-		return rc;
-	}
-	w->arena =
-	    mmap(NULL, w->arena_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (w->arena == MAP_FAILED) {
-		w->arena = NULL;
-		fprintf(stderr, "kvring-bench: cannot map a %zu-byte buffer arena: %s\n",
-			w->arena_len, strerror(errno));
-		return -ENOMEM;
-	}
-	madvise(w->arena, w->arena_len, MADV_HUGEPAGE);
-	/* non-trivial bytes everywhere (this also faults every page in) */
-	for (i = 0; i + 8 <= w->arena_len; i += 8) {
-		uint64_t v = xorshift(&seed);
-
-		memcpy(w->arena + i, &v, 8);
-	}
-	rc = kvr_mem_register(w->e, w->arena, w->arena_len, KVR_MEM_HOST, &w->mr);
-	if (rc) {
-		w->mr = NULL;
-		bench_errmsg(w->e, rc, "cannot register the buffer arena", NULL);
-		return rc;
-	}
 
 	w->sgl = calloc((size_t)w->nslot * cfg->sge, sizeof(*w->sgl));
 	w->bsgl = calloc(w->nslot, sizeof(*w->bsgl));
@@ -270,6 +248,76 @@ static int wl_setup(struct wl *w)
 	return 0;
 }
 
+/* --mem cuda: the arena in device memory, a host buffer to stage slices. */
+static int wl_setup_dev(struct wl *w)
+{
+	size_t stage_len = 0;
+	char why[200];
+	uint32_t j;
+	void *p;
+	int rc;
+
+	rc = devmem_alloc(w->arena_len, &p, why, sizeof(why));
+	if (rc) {
+		fprintf(stderr, "kvring-bench: --mem cuda: %s\n", why);
+		return rc;
+	}
+	w->arena = p;
+	w->dev = true;
+	for (j = 0; j < w->cfg->sge; j++)
+		if (w->slice_len[j] > stage_len)
+			stage_len = w->slice_len[j];
+	w->stage = malloc(stage_len);
+	if (!w->stage)
+		return -ENOMEM;
+	rc = kvr_mem_register(w->e, w->arena, w->arena_len, KVR_MEM_CUDA, &w->mr);
+	if (rc) {
+		w->mr = NULL;
+		bench_errmsg(w->e, rc, "cannot register the device memory arena", NULL);
+		return rc;
+	}
+	return wl_setup_sgls(w);
+}
+
+static int wl_setup(struct wl *w)
+{
+	const struct bench_cfg *cfg = w->cfg;
+	uint64_t seed = 0x6b7672696e67ull;
+	size_t i;
+	int rc;
+
+	rc = wl_layout(w);
+	if (rc) {
+		fprintf(stderr, "kvring-bench: %u objects of %llu bytes do not fit in memory\n",
+			w->nslot, (unsigned long long)cfg->size);
+		return rc;
+	}
+	if (cfg->cuda)
+		return wl_setup_dev(w);
+	w->arena =
+	    mmap(NULL, w->arena_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (w->arena == MAP_FAILED) {
+		w->arena = NULL;
+		fprintf(stderr, "kvring-bench: cannot map a %zu-byte buffer arena: %s\n",
+			w->arena_len, strerror(errno));
+		return -ENOMEM;
+	}
+	madvise(w->arena, w->arena_len, MADV_HUGEPAGE);
+	/* non-trivial bytes everywhere (this also faults every page in) */
+	for (i = 0; i + 8 <= w->arena_len; i += 8) {
+		uint64_t v = xorshift(&seed);
+
+		memcpy(w->arena + i, &v, 8);
+	}
+	rc = kvr_mem_register(w->e, w->arena, w->arena_len, KVR_MEM_HOST, &w->mr);
+	if (rc) {
+		w->mr = NULL;
+		bench_errmsg(w->e, rc, "cannot register the buffer arena", NULL);
+		return rc;
+	}
+	return wl_setup_sgls(w);
+}
+
 /* Frees what the engine no longer holds. Returns false when the arena had to
  * be left mapped (the engine still uses it). */
 static bool wl_teardown(struct wl *w)
@@ -287,8 +335,13 @@ static bool wl_teardown(struct wl *w)
 			freed = false;
 		}
 	}
-	if (w->arena && freed)
-		munmap(w->arena, w->arena_len);
+	if (w->arena && freed) {
+		if (w->dev)
+			devmem_free(w->arena);
+		else
+			munmap(w->arena, w->arena_len);
+	}
+	free(w->stage);
 	if (w->batches) {
 		for (b = 0; b < w->cfg->depth; b++) {
 			free(w->batches[b].objs);
@@ -315,6 +368,24 @@ static bool wl_more(const struct wl *w, uint64_t now)
 
 static void wl_done(void *ctx, size_t n, const int64_t *res);
 
+/* The pattern of slice j of key k into p (device memory: through w->stage). */
+static int wl_fill_slice(struct wl *w, uint8_t *p, size_t len, uint64_t k, uint32_t j)
+{
+	if (!w->dev) {
+		pattern(p, len, k, j, false);
+		return 0;
+	}
+	pattern(w->stage, len, k, j, false);
+	return devmem_copy_from_host(p, w->stage, len);
+}
+
+static int wl_dev_error(struct wl *w, const char *what)
+{
+	fprintf(stderr, "kvring-bench: --mem cuda: cannot %s device memory (cudaMemcpy)\n", what);
+	w->submit_err = -EIO;
+	return -EIO;
+}
+
 static int wl_submit(struct wl *w, struct wl_batch *b)
 {
 	const struct bench_cfg *cfg = w->cfg;
@@ -335,8 +406,9 @@ static int wl_submit(struct wl *w, struct wl_batch *b)
 		o->nsge = w->copy ? 1 : cfg->sge;
 		if (w->phase == WL_FILL)
 			for (j = 0; j < cfg->sge; j++)
-				pattern(w->sgl[(size_t)s * cfg->sge + j].addr, w->slice_len[j], k,
-					j, false);
+				if (wl_fill_slice(w, w->sgl[(size_t)s * cfg->sge + j].addr,
+						  w->slice_len[j], k, j))
+					return wl_dev_error(w, "write the fill pattern into");
 	}
 	b->n = n;
 	b->t_submit = bench_now_ns();
@@ -378,9 +450,16 @@ static bool wl_check(struct wl *w, uint32_t slot, uint64_t key)
 	const kvr_sge *sgl = &w->sgl[(size_t)slot * w->cfg->sge];
 	uint32_t j;
 
-	for (j = 0; j < w->cfg->sge; j++)
-		if (!pattern(sgl[j].addr, sgl[j].len, key, j, true))
+	for (j = 0; j < w->cfg->sge; j++) {
+		if (!w->dev) {
+			if (!pattern(sgl[j].addr, sgl[j].len, key, j, true))
+				return false;
+			continue;
+		}
+		if (devmem_copy_to_host(w->stage, sgl[j].addr, sgl[j].len) ||
+		    !pattern(w->stage, sgl[j].len, key, j, true))
 			return false;
+	}
 	return true;
 }
 
@@ -505,6 +584,11 @@ int workload_run(struct bench_env *env, const struct bench_cfg *cfg, struct benc
 
 	memset(res, 0, sizeof(*res));
 	res->cfg = *cfg;
+	if (cfg->cuda && cfg->copy) {
+		fprintf(stderr, "kvring-bench: --copy is the host memcpy path and does not apply "
+				"to --mem cuda\n");
+		return -EINVAL;
+	}
 	res->keys = bench_key_space(cfg, env->capacity);
 	if (!res->keys) {
 		fprintf(
@@ -577,6 +661,8 @@ int workload_run(struct bench_env *env, const struct bench_cfg *cfg, struct benc
 	res->p99_us = hist_pct(&w->hist, 0.99);
 	res->p999_us = hist_pct(&w->hist, 0.999);
 	res->max_us = (double)w->hist.max_ns / 1000.0;
+	if (cfg->hist)
+		*cfg->hist = w->hist;
 	if (!rc && w->errors)
 		wl_bad_result(cfg->op == KVR_OP_GET ? "get" : "put", w->errors, w->errors + w->ok,
 			      w->first_error);
