@@ -102,9 +102,9 @@ static struct {
 	size_t nref;
 	struct ref_iperf iperf;
 	char redis_why[200];
-	struct kvc_result kvc[NTARGET][2];
-	int kvc_rc[NTARGET][2];
-	bool kvc_ran[NTARGET][2];
+	struct kvc_result kvc[NTARGET][3]; /* zero-copy, --copy, device memory */
+	int kvc_rc[NTARGET][3];
+	bool kvc_ran[NTARGET][3];
 
 	uint64_t t0;
 	size_t done, nextra; /* runs done; references and kvcache runs planned */
@@ -215,7 +215,7 @@ static uint64_t spec_keys(const struct spec *s)
 
 static double spec_seconds(const struct spec *s)
 {
-	double base = S.seconds > 0 ? S.seconds : S.quick ? 0.3 : 1.0;
+	double base = S.seconds > 0 ? S.seconds : S.quick ? 0.3 : 1.5;
 
 	/* large objects at depth: a few rounds only in a short run, so longer */
 	if (s->slice == S_QD1 || s->size >= (1u << 20))
@@ -470,7 +470,7 @@ static void run_refs(void)
 {
 	const uint64_t *sizes = S.quick ? sizes_quick : sizes_full;
 	size_t nsize = S.quick ? sizeof(sizes_quick) / sizeof(sizes_quick[0]) : MAX_SIZES, i;
-	double secs = S.seconds > 0 ? S.seconds : S.quick ? 0.25 : 1.0;
+	double secs = S.seconds > 0 ? S.seconds : S.quick ? 0.3 : 1.5;
 	struct ref *r;
 
 	for (i = 0; i < nsize; i++) {
@@ -526,15 +526,18 @@ static void run_kvcache(void)
 				S.tty ? "\n" : "", tname[t], S.why[t]);
 			continue;
 		}
-		for (c = 0; c < 2; c++) {
+		for (c = 0; c < (S.cuda ? 3 : 2); c++) {
 			memset(&kc, 0, sizeof(kc));
 			kc.target = env.uri;
 			kc.model = m;
 			kc.scale = 0.125;
 			kc.requests = S.quick ? 10 : 50;
-			kc.copy = c;
+			kc.copy = c == 1;
+			kc.cuda = c == 2;
 			snprintf(name, sizeof(name), "kvcache %s %s%s", tname[t], m->name,
-				 c ? " copy" : "");
+				 c == 1	  ? " copy"
+				 : c == 2 ? " gpu"
+					  : "");
 			progress(name, "...");
 			S.kvc_rc[t][c] = kvcache_run(&env, &kc, &S.kvc[t][c]);
 			S.kvc_ran[t][c] = true;
@@ -908,7 +911,7 @@ static void md_kvcache(FILE *f)
 		   "tokens/s restored | zero-copy / copy (load) |\n"
 		   "|---|---|---:|---:|---:|---:|---:|---:|\n");
 	for (t = 0; t < NTARGET; t++)
-		for (k = 0; k < 2; k++) {
+		for (k = 0; k < 3; k++) {
 			const struct kvc_result *r = &S.kvc[t][k];
 			bool ok =
 			    S.kvc_ran[t][k] && !S.kvc_rc[t][k] && !r->load.errors && !r->verify_bad;
@@ -924,7 +927,10 @@ static void md_kvcache(FILE *f)
 			cell(c[5], 32, k == 1 && ok && ok0 && r->load.gbps > 0,
 			     r->load.gbps > 0 ? S.kvc[t][0].load.gbps / r->load.gbps : 0, 2);
 			fprintf(f, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", tname[t],
-				k ? "--copy" : "zero-copy", c[0], c[1], c[2], c[3], c[4], c[5]);
+				k == 1	 ? "--copy"
+				: k == 2 ? "device memory"
+					 : "zero-copy",
+				c[0], c[1], c[2], c[3], c[4], c[5]);
 		}
 }
 
@@ -1130,7 +1136,7 @@ static int write_json(const struct facts *fx, double total)
 	fputs(",\n  \"kvcache\": [\n", f);
 	first = true;
 	for (t = 0; t < NTARGET; t++)
-		for (k = 0; k < 2; k++) {
+		for (k = 0; k < 3; k++) {
 			if (!S.kvc_ran[t][k])
 				continue;
 			fprintf(f, "%s    {\"target_kind\": \"%s\", \"rc\": %d, \"result\": ",
@@ -1264,6 +1270,8 @@ static void write_gp(const char *dir, bool svg)
 	static const char *const style[NTARGET] = {
 	    "lc rgb '#1f77b4' lw 2 pt 7", "lc rgb '#2ca02c' lw 2 pt 5",
 	    "lc rgb '#d62728' lw 2 pt 9", "lc rgb '#9467bd' lw 2 pt 11"};
+	static const char *const line[NTARGET] = {"lc rgb '#1f77b4' lw 2", "lc rgb '#2ca02c' lw 2",
+						  "lc rgb '#d62728' lw 2", "lc rgb '#9467bd' lw 2"};
 	char name[64];
 	FILE *f;
 	int t, op, k;
@@ -1276,14 +1284,17 @@ static void write_gp(const char *dir, bool svg)
 		      "(same-run references dashed)'\n"
 		      "set logscale x 2\nset xtics ('4K' 4096, '64K' 65536, '256K' 262144, '1M' "
 		      "1048576, "
-		      "'4M' 4194304, '16M' 16777216)\nset xlabel 'object size'\n"
+		      "'4M' 4194304, '16M' 16777216)\nset xrange [3000:22000000]\n"
+		      "set xlabel 'object size'\n"
 		      "set ylabel 'GB/s (1e9 B/s)'\nset yrange [0:*]\n",
 		      f);
 		for (op = 0; op < 2; op++) {
 			fprintf(f, "set title '%s'\nplot ", op ? "get" : "put");
 			for (t = 0; t < NTARGET; t++)
-				fprintf(f, "'throughput_%s.dat' u 1:%d w lp %s t 'kvring %s', ",
-					op ? "get" : "put", t + 2, style[t], tname[t]);
+				if (S.up[t])
+					fprintf(
+					    f, "'throughput_%s.dat' u 1:%d w lp %s t 'kvring %s', ",
+					    op ? "get" : "put", t + 2, style[t], tname[t]);
 			fprintf(f,
 				"'throughput_%s.dat' u 1:6 w lp dt 2 lc rgb '#2ca02c' t 'fio', "
 				"'' u 1:7 w lp dt 2 lc rgb '#d62728' t 'redis', "
@@ -1304,12 +1315,13 @@ static void write_gp(const char *dir, bool svg)
 		fputs("set title 'zero-copy SGLs vs --copy (bounce buffer + memcpy)'\n"
 		      "set logscale x 2\nset xtics ('4K' 4096, '64K' 65536, '256K' 262144, '1M' "
 		      "1048576, "
-		      "'4M' 4194304, '16M' 16777216)\nset xlabel 'object size'\n"
+		      "'4M' 4194304, '16M' 16777216)\nset xrange [3000:22000000]\n"
+		      "set xlabel 'object size'\n"
 		      "set ylabel 'zero-copy GB/s / copy GB/s'\nset yrange [0:*]\nplot 1 w l lc "
 		      "rgb 'gray' notitle",
 		      f);
 		for (t = 0; t < NTARGET; t++)
-			for (op = 0; op < 2; op++)
+			for (op = 0; op < 2 && S.up[t]; op++)
 				fprintf(f, ", 'zerocopy.dat' u 1:%d w lp %s %s t '%s %s'",
 					2 + t * 2 + op, style[t], op ? "dt 2" : "", tname[t],
 					op ? "get" : "put");
@@ -1337,7 +1349,7 @@ static void write_gp(const char *dir, bool svg)
 						      k ? 1ull << 20 : 4096, 1, 1, false, false))
 						continue;
 					fprintf(f, "%s'%s' u 1:2 w l %s %s t '%s %s %s'",
-						any ? ", " : "", dat, style[t], k ? "dt 2" : "",
+						any ? ", " : "", dat, line[t], op ? "dt 2" : "",
 						tname[t], op ? "get" : "put", k ? "1M" : "4K");
 					any = true;
 				}
@@ -1549,8 +1561,8 @@ int suite_main(int argc, char **argv)
 	if (S.refs) /* fio (size slice and QD1), memcpy, iperf3, redis */
 		S.nextra = (S.quick ? 3 : MAX_SIZES) * 4 + 7;
 	if (S.kvcache)
-		S.nextra += 6;
-	per_run = (S.seconds > 0 ? S.seconds : S.quick ? 0.25 : 1.0) + (S.quick ? 0.2 : 0.4);
+		S.nextra += S.cuda ? 9 : 6;
+	per_run = (S.seconds > 0 ? S.seconds : S.quick ? 0.3 : 1.5) * 1.3 + (S.quick ? 0.3 : 0.6);
 	S.est_total = (double)S.nspec * per_run + (S.quick ? 25 : 90);
 	fprintf(stderr,
 		"kvring-bench suite%s: %zu runs on %s%s%s, references %s, kvcache %s; about "
@@ -1593,7 +1605,7 @@ int suite_main(int argc, char **argv)
 			"each .gp there)\n",
 			plots);
 	for (i = 0; i < NTARGET; i++)
-		for (int k = 0; k < 2; k++)
+		for (int k = 0; k < 3; k++)
 			if (S.kvc_ran[i][k] &&
 			    (S.kvc_rc[i][k] || S.kvc[i][k].verify_bad || S.kvc[i][k].load.errors ||
 			     S.kvc[i][k].store.errors))
