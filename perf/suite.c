@@ -83,6 +83,7 @@ static struct {
 	const char *out;
 	const char *dir;
 	const char *rdma;
+	const char *targets;
 	double seconds;
 	bool refs;
 	bool kvcache;
@@ -285,9 +286,9 @@ static int open_target(int t, uint64_t capacity, struct bench_env *env)
 	char err[256];
 	int rc;
 
-	if (t == T_TCP || (t == T_RDMA && !S.rdma)) {
-		rc = loopback_start(t == T_TCP ? "tcp://127.0.0.1:0" : "rdma://127.0.0.1:0",
-				    capacity, S.uri[t], sizeof(S.uri[t]), err, sizeof(err));
+	if (t == T_TCP) {
+		rc = loopback_start("tcp://127.0.0.1:0", capacity, S.uri[t], sizeof(S.uri[t]), err,
+				    sizeof(err));
 		if (rc) {
 			snprintf(S.why[t], sizeof(S.why[t]), "loopback server: %s", err);
 			return rc;
@@ -301,7 +302,7 @@ static int open_target(int t, uint64_t capacity, struct bench_env *env)
 
 		memcpy(uri, S.uri[t], sizeof(uri));
 		snprintf(S.why[t], sizeof(S.why[t]), "cannot open %s: %s", uri, kvr_strerror(rc));
-		if (t == T_TCP || (t == T_RDMA && !S.rdma))
+		if (t == T_TCP)
 			loopback_stop();
 	}
 	return rc;
@@ -310,7 +311,7 @@ static int open_target(int t, uint64_t capacity, struct bench_env *env)
 static void close_target(int t, struct bench_env *env)
 {
 	bench_env_close(env);
-	if (t == T_TCP || (t == T_RDMA && !S.rdma))
+	if (t == T_TCP)
 		loopback_stop();
 	if (t == T_FILE)
 		unlink(S.store + 5);
@@ -1253,6 +1254,11 @@ static void write_dat(const char *dir, const uint64_t *sizes, size_t nsize)
 			}
 }
 
+/* The x axis of the plots over object size. */
+#define GP_SIZE_AXIS                                                                               \
+	"set logscale x 2\nset xtics ('4K' 4096, '64K' 65536, '256K' 262144, '1M' 1048576, "       \
+	"'4M' 4194304, '16M' 16777216)\nset xrange [3000:22000000]\nset xlabel 'object size'\n"
+
 static void gp_head(FILE *f, const char *name, bool svg, const char *size)
 {
 	if (svg)
@@ -1281,11 +1287,7 @@ static void write_gp(const char *dir, bool svg)
 	if (f) {
 		gp_head(f, "throughput", svg, "1100,450");
 		fputs("set multiplot layout 1,2 title 'kvring throughput vs object size "
-		      "(same-run references dashed)'\n"
-		      "set logscale x 2\nset xtics ('4K' 4096, '64K' 65536, '256K' 262144, '1M' "
-		      "1048576, "
-		      "'4M' 4194304, '16M' 16777216)\nset xrange [3000:22000000]\n"
-		      "set xlabel 'object size'\n"
+		      "(same-run references dashed)'\n" GP_SIZE_AXIS
 		      "set ylabel 'GB/s (1e9 B/s)'\nset yrange [0:*]\n",
 		      f);
 		for (op = 0; op < 2; op++) {
@@ -1312,11 +1314,7 @@ static void write_gp(const char *dir, bool svg)
 	f = open_in(dir, name);
 	if (f) {
 		gp_head(f, "zerocopy", svg, "800,450");
-		fputs("set title 'zero-copy SGLs vs --copy (bounce buffer + memcpy)'\n"
-		      "set logscale x 2\nset xtics ('4K' 4096, '64K' 65536, '256K' 262144, '1M' "
-		      "1048576, "
-		      "'4M' 4194304, '16M' 16777216)\nset xrange [3000:22000000]\n"
-		      "set xlabel 'object size'\n"
+		fputs("set title 'zero-copy SGLs vs --copy (bounce buffer + memcpy)'\n" GP_SIZE_AXIS
 		      "set ylabel 'zero-copy GB/s / copy GB/s'\nset yrange [0:*]\nplot 1 w l lc "
 		      "rgb 'gray' notitle",
 		      f);
@@ -1432,8 +1430,10 @@ static void usage(FILE *f)
 		   "  --dir DIR        where the file store and fio's file go (default $TMPDIR "
 		   "or /var/tmp)\n"
 		   "  --seconds S      measured time per run (default 1, --quick 0.25)\n"
-		   "  --rdma URI       measure this rdma:// cluster too (default: a loopback "
-		   "server when an RDMA device exists)\n"
+		   "  --rdma URI       measure this rdma:// cluster too (a kvring-server "
+		   "--listen rdma://...)\n"
+		   "  --targets LIST   which of mem,file,tcp,rdma to measure (default: mem,file,"
+		   "tcp, and rdma with --rdma)\n"
 		   "  --no-refs        skip fio, iperf3, redis-benchmark and memcpy\n"
 		   "  --no-kvcache     skip the KV-cache workload\n"
 		   "  --help           this text\n");
@@ -1442,15 +1442,11 @@ static void usage(FILE *f)
 static int parse(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"quick", no_argument, NULL, 'q'},
-	    {"out", required_argument, NULL, 'o'},
-	    {"dir", required_argument, NULL, 'd'},
-	    {"seconds", required_argument, NULL, 's'},
-	    {"rdma", required_argument, NULL, 'r'},
-	    {"no-refs", no_argument, NULL, 'R'},
-	    {"no-kvcache", no_argument, NULL, 'K'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
+	    {"quick", no_argument, NULL, 'q'},	    {"out", required_argument, NULL, 'o'},
+	    {"dir", required_argument, NULL, 'd'},  {"seconds", required_argument, NULL, 's'},
+	    {"rdma", required_argument, NULL, 'r'}, {"no-refs", no_argument, NULL, 'R'},
+	    {"no-kvcache", no_argument, NULL, 'K'}, {"targets", required_argument, NULL, 'T'},
+	    {"help", no_argument, NULL, 'h'},	    {NULL, 0, NULL, 0},
 	};
 	char *end;
 	int c;
@@ -1488,6 +1484,9 @@ static int parse(int argc, char **argv)
 			break;
 		case 'K':
 			S.kvcache = false;
+			break;
+		case 'T':
+			S.targets = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -1531,6 +1530,36 @@ static int setup_dirs(void)
 	return 0;
 }
 
+/* --targets mem,file,tcp,rdma: the targets to measure. */
+static int parse_targets(const char *list)
+{
+	const char *p = list;
+	bool want[NTARGET] = {false};
+	int t;
+
+	while (*p) {
+		size_t n = strcspn(p, ",");
+
+		for (t = 0; t < NTARGET; t++)
+			if (strlen(tname[t]) == n && !strncmp(p, tname[t], n))
+				break;
+		if (t == NTARGET) {
+			fprintf(stderr,
+				"kvring-bench suite: --targets: unknown target '%.*s' (mem, file, "
+				"tcp, rdma)\n",
+				(int)n, p);
+			return -EINVAL;
+		}
+		want[t] = true;
+		p += n;
+		if (*p == ',')
+			p++;
+	}
+	for (t = 0; t < NTARGET; t++)
+		S.up[t] = want[t];
+	return 0;
+}
+
 int suite_main(int argc, char **argv)
 {
 	char plots[PATH_MAX], names[256];
@@ -1547,15 +1576,26 @@ int suite_main(int argc, char **argv)
 	S.t0 = bench_now_ns();
 	S.tty = isatty(2);
 	S.cuda = devmem_available();
-	S.up[T_MEM] = S.up[T_FILE] = S.up[T_TCP] = true;
-	if (S.rdma) {
-		snprintf(S.uri[T_RDMA], sizeof(S.uri[T_RDMA]), "%s", S.rdma);
-		S.up[T_RDMA] = true;
-	} else if (rdma_devices(names, sizeof(names))) {
-		S.up[T_RDMA] = true; /* a loopback server on the device, if it can */
-	} else {
-		snprintf(S.why[T_RDMA], sizeof(S.why[T_RDMA]), "no RDMA device on this machine");
+	for (i = 0; i < NTARGET; i++)
+		S.up[i] = i == T_RDMA ? S.rdma != NULL : true;
+	if (S.targets && parse_targets(S.targets))
+		return 2;
+	if (S.up[T_RDMA] && !S.rdma) {
+		fprintf(stderr, "kvring-bench suite: --targets rdma needs --rdma URI\n");
+		return 2;
 	}
+	if (S.rdma)
+		snprintf(S.uri[T_RDMA], sizeof(S.uri[T_RDMA]), "%s", S.rdma);
+	else if (rdma_devices(names, sizeof(names)))
+		snprintf(S.why[T_RDMA], sizeof(S.why[T_RDMA]),
+			 "RDMA devices %s found: start kvring-server --listen rdma://ADDR:PORT on "
+			 "one and pass --rdma rdma://ADDR:PORT[?dev=NAME&gid=N]",
+			 names);
+	else
+		snprintf(S.why[T_RDMA], sizeof(S.why[T_RDMA]), "no RDMA device on this machine");
+	for (i = 0; i < NTARGET; i++)
+		if (!S.up[i] && !S.why[i][0])
+			snprintf(S.why[i], sizeof(S.why[i]), "not in --targets");
 	collect_facts(&fx);
 	build_matrix();
 	if (S.refs) /* fio (size slice and QD1), memcpy, iperf3, redis */
@@ -1564,12 +1604,16 @@ int suite_main(int argc, char **argv)
 		S.nextra += S.cuda ? 9 : 6;
 	per_run = (S.seconds > 0 ? S.seconds : S.quick ? 0.3 : 1.5) * 1.3 + (S.quick ? 0.3 : 0.6);
 	S.est_total = (double)S.nspec * per_run + (S.quick ? 25 : 90);
+	names[0] = '\0';
+	for (i = 0; i < NTARGET; i++)
+		if (S.up[i])
+			snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
+				 names[0] ? "," : "", tname[i]);
 	fprintf(stderr,
-		"kvring-bench suite%s: %zu runs on %s%s%s, references %s, kvcache %s; about "
-		"%.0f s; results in %s\n",
-		S.quick ? " --quick" : "", S.nspec, "mem,file,tcp", S.up[T_RDMA] ? ",rdma" : "",
-		S.cuda ? " (+gpu)" : "", S.refs ? "on" : "off", S.kvcache ? "on" : "off",
-		S.est_total, S.out);
+		"kvring-bench suite%s: %zu runs on %s%s, references %s, kvcache %s; about %.0f s; "
+		"results in %s\n",
+		S.quick ? " --quick" : "", S.nspec, names, S.cuda ? " (+gpu)" : "",
+		S.refs ? "on" : "off", S.kvcache ? "on" : "off", S.est_total, S.out);
 
 	run_matrix();
 	for (i = 0; i < S.nspec; i++)

@@ -357,7 +357,9 @@ t_boot=$(date +%s)
 append="console=ttyS0 panic=-1 rdinit=/init"
 [ "$verbose" = 1 ] || append="$append quiet"
 # TCG unless told otherwise: a /dev/kvm that opens is no sign that KVM works
-# (nested, it can hang the guest).
+# (nested, it can hang the guest). The console file exists before tail
+# follows it (the background job's redirection may come later).
+: >"$work/console"
 timeout -k 10 "$timeout_s" "$qemu" -accel "${KVR_RDMA_VM_ACCEL:-tcg,thread=multi}" -m "$mem" -smp 2 \
 	-nodefaults -no-reboot -display none -monitor none -serial stdio \
 	-kernel "$kdir/vmlinuz" -initrd "$work/initrd.gz" -append "$append" \
