@@ -190,7 +190,11 @@ int fio_parse(const char *out, enum kvr_op op, struct bench_ref *ref)
 	}
 	ref->gbps = bw / 1e9;
 	ref->ops_per_s = iops;
-	pct = js_member(js_member(sec, "clat_ns"), "percentile");
+	/* total latency (submission to completion, as kvring measures) when fio
+	 * reports it (--lat_percentiles=1), else its completion latency */
+	pct = js_member(js_member(sec, "lat_ns"), "percentile");
+	if (!pct)
+		pct = js_member(js_member(sec, "clat_ns"), "percentile");
 	if (js_number(js_member(pct, "50.000000"), &v))
 		ref->p50_us = v / 1000;
 	if (js_number(js_member(pct, "99.000000"), &v))
@@ -411,6 +415,7 @@ int fio_run(const char *path, enum kvr_op op, uint64_t bs, uint32_t iodepth, dou
 	argv[argc++] = a_size;
 	argv[argc++] = a_time;
 	argv[argc++] = "--time_based";
+	argv[argc++] = "--lat_percentiles=1";
 	argv[argc++] = "--output-format=json";
 	argv[argc++] = a_out;
 	argv[argc] = NULL;

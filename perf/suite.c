@@ -846,7 +846,8 @@ static void md_latency(FILE *f)
 
 	fprintf(f, "\n## Latency at queue depth 1 (microseconds)\n\n"
 		   "One object in flight: submission to its callback. fio: the same block size "
-		   "at iodepth 1 (completion latency); redis: redis-benchmark -c 1 -P 1 "
+		   "at iodepth 1 (total latency: submission to completion, --lat_percentiles=1); "
+		   "redis: redis-benchmark -c 1 -P 1 "
 		   "(p999: the first bucket of its distribution at or above 99.9%%).\n\n"
 		   "| target | op | size | p50 | p99 | p999 |\n|---|---|---:|---:|---:|---:|\n");
 	for (t = 0; t < NTARGET; t++)

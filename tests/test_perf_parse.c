@@ -13,38 +13,37 @@
 
 #include "perf/bench.h"
 
-static const char redis_out[] =
-    "SET: rps=0.0 (overall: nan) avg_msec=nan (overall: nan)\r"
-    "====== SET ======\n"
-    "  20000 requests completed in 1.29 seconds\n"
-    "  1 parallel clients\n"
-    "  4096 bytes payload\n"
-    "  keep alive: 1\n"
-    "\n"
-    "Latency by percentile distribution:\n"
-    "0.000% <= 0.031 milliseconds (cumulative count 141)\n"
-    "50.000% <= 0.047 milliseconds (cumulative count 14023)\n"
-    "99.805% <= 0.511 milliseconds (cumulative count 19962)\n"
-    "99.902% <= 0.591 milliseconds (cumulative count 19981)\n"
-    "100.000% <= 3.431 milliseconds (cumulative count 20000)\n"
-    "\n"
-    "Summary:\n"
-    "  throughput summary: 15527.95 requests per second\n"
-    "  latency summary (msec):\n"
-    "          avg       min       p50       p95       p99       max\n"
-    "        0.057     0.024     0.047     0.079     0.391     3.431\n"
-    "====== GET ======\n"
-    "  20000 requests completed in 1.00 seconds\n"
-    "  4096 bytes payload\n"
-    "Latency by percentile distribution:\n"
-    "0.000% <= 0.020 milliseconds (cumulative count 1)\n"
-    "99.950% <= 0.200 milliseconds (cumulative count 19990)\n"
-    "\n"
-    "Summary:\n"
-    "  throughput summary: 20000.00 requests per second\n"
-    "  latency summary (msec):\n"
-    "          avg       min       p50       p95       p99       max\n"
-    "        0.040     0.020     0.039     0.060     0.100     0.300\n";
+static const char redis_out[] = "SET: rps=0.0 (overall: nan) avg_msec=nan (overall: nan)\r"
+				"====== SET ======\n"
+				"  20000 requests completed in 1.29 seconds\n"
+				"  1 parallel clients\n"
+				"  4096 bytes payload\n"
+				"  keep alive: 1\n"
+				"\n"
+				"Latency by percentile distribution:\n"
+				"0.000% <= 0.031 milliseconds (cumulative count 141)\n"
+				"50.000% <= 0.047 milliseconds (cumulative count 14023)\n"
+				"99.805% <= 0.511 milliseconds (cumulative count 19962)\n"
+				"99.902% <= 0.591 milliseconds (cumulative count 19981)\n"
+				"100.000% <= 3.431 milliseconds (cumulative count 20000)\n"
+				"\n"
+				"Summary:\n"
+				"  throughput summary: 15527.95 requests per second\n"
+				"  latency summary (msec):\n"
+				"          avg       min       p50       p95       p99       max\n"
+				"        0.057     0.024     0.047     0.079     0.391     3.431\n"
+				"====== GET ======\n"
+				"  20000 requests completed in 1.00 seconds\n"
+				"  4096 bytes payload\n"
+				"Latency by percentile distribution:\n"
+				"0.000% <= 0.020 milliseconds (cumulative count 1)\n"
+				"99.950% <= 0.200 milliseconds (cumulative count 19990)\n"
+				"\n"
+				"Summary:\n"
+				"  throughput summary: 20000.00 requests per second\n"
+				"  latency summary (msec):\n"
+				"          avg       min       p50       p95       p99       max\n"
+				"        0.040     0.020     0.039     0.060     0.100     0.300\n";
 
 static void redis_real_output(void **state)
 {
@@ -108,6 +107,15 @@ static void fio_output(void **state)
 	assert_true(ref.ran);
 	assert_true(ref.gbps > 1.999 && ref.gbps < 2.001);
 	assert_true(ref.p50_us == 1 && ref.p99_us == 5 && ref.p999_us == 9);
+	/* with --lat_percentiles=1 the total latency is read, not clat */
+	memset(&ref, 0, sizeof(ref));
+	assert_int_equal(
+	    fio_parse("{\"jobs\": [{\"error\": 0, \"write\": {\"bw_bytes\": 1e9, "
+		      "\"iops\": 1, \"clat_ns\": {\"percentile\": {\"50.000000\": "
+		      "1000}}, \"lat_ns\": {\"percentile\": {\"50.000000\": 3000}}}}]}",
+		      KVR_OP_PUT, &ref),
+	    0);
+	assert_true(ref.p50_us == 3);
 	memset(&ref, 0, sizeof(ref));
 	assert_int_not_equal(fio_parse("{\"jobs\": []}", KVR_OP_GET, &ref), 0);
 	assert_false(ref.ran);
