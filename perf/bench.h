@@ -249,6 +249,11 @@ int ref_redis_parse(const char *out, struct ref_redis *set, struct ref_redis *ge
 /* memcpy between two buffers of `size`, cycling over 64 MiB (GB/s). */
 double ref_memcpy_gbps(uint64_t size, double seconds);
 void ref_kill(void); /* async-signal-safe: stop the servers started */
+/* A kvring-server process (found beside this program) on a free loopback
+ * port with a memory pool of mem_bytes; uri gets its tcp:// address. */
+int ref_kvring_server_start(uint64_t mem_bytes, char *uri, size_t uri_len, char *why,
+			    size_t why_len);
+void ref_kvring_server_stop(void);
 
 /* hist.c: the CDF as "latency_us fraction" lines, one per non-empty bucket. */
 void hist_cdf(const struct bench_hist *h, FILE *f);

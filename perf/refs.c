@@ -20,6 +20,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -95,10 +96,14 @@ static void reap(volatile pid_t *pidp)
 	*pidp = 0;
 }
 
+static volatile pid_t kvs_pid;
+
 void ref_kill(void)
 {
-	pid_t p = redis_pid, q = iperf_pid;
+	pid_t p = redis_pid, q = iperf_pid, k = kvs_pid;
 
+	if (k > 0)
+		kill(k, SIGKILL);
 	if (p > 0)
 		kill(p, SIGKILL);
 	if (q > 0)
@@ -389,4 +394,97 @@ double ref_memcpy_gbps(uint64_t size, double seconds)
 	munmap(src, span);
 	munmap(dst, span);
 	return t > t0 ? (double)bytes / (double)(t - t0) : 0;
+}
+
+/* ------------------------------------------------------ kvring-server */
+
+/* kvring-server beside this program: perf/../tools/ in a build tree, the
+ * same directory when installed, else on PATH. */
+static bool kvs_find(char *path, size_t len)
+{
+	static const char *const rel[] = {"/../tools/kvring-server", "/kvring-server"};
+	char self[PATH_MAX], *slash;
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	size_t i;
+
+	if (n > 0) {
+		self[n] = '\0';
+		slash = strrchr(self, '/');
+		if (slash) {
+			*slash = '\0';
+			for (i = 0; i < sizeof(rel) / sizeof(rel[0]); i++)
+				if ((size_t)snprintf(path, len, "%s%s", self, rel[i]) < len &&
+				    access(path, X_OK) == 0)
+					return true;
+		}
+	}
+	snprintf(path, len, "kvring-server");
+	return bench_have("kvring-server");
+}
+
+int ref_kvring_server_start(uint64_t mem_bytes, char *uri, size_t uri_len, char *why,
+			    size_t why_len)
+{
+	char bin[PATH_MAX], a_mem[32], line[512];
+	char *argv[] = {bin, "--listen", "tcp://127.0.0.1:0", "--memory", a_mem, NULL};
+	const char *tag = "listening ";
+	size_t have = 0;
+	int fds[2], fd;
+	uint64_t t0 = bench_now_ns();
+
+	if (!kvs_find(bin, sizeof(bin))) {
+		snprintf(why, why_len, "kvring-server not found beside kvring-bench or on PATH");
+		return -ENOENT;
+	}
+	snprintf(a_mem, sizeof(a_mem), "%llu", (unsigned long long)mem_bytes);
+	if (pipe2(fds, O_CLOEXEC))
+		return -errno;
+	kvs_pid = fork();
+	if (kvs_pid == 0) {
+		fd = open("/dev/null", O_RDWR);
+		if (fd >= 0) {
+			dup2(fd, 0);
+			dup2(fd, 2);
+		}
+		dup2(fds[1], 1);
+		execv(bin, argv);
+		execvp(bin, argv);
+		_exit(127);
+	}
+	close(fds[1]);
+	if (kvs_pid < 0) {
+		kvs_pid = 0;
+		close(fds[0]);
+		snprintf(why, why_len, "cannot fork: %s", strerror(errno));
+		return -EIO;
+	}
+	/* its first line says where it listens, once the pool is ready */
+	while (have + 1 < sizeof(line) && bench_now_ns() - t0 < 60ull * 1000000000ull) {
+		ssize_t r = read(fds[0], line + have, sizeof(line) - 1 - have);
+		char *p, *nl;
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		have += (size_t)r;
+		line[have] = '\0';
+		p = strstr(line, tag);
+		nl = p ? strchr(p, '\n') : NULL;
+		if (nl) {
+			*nl = '\0';
+			snprintf(uri, uri_len, "%s", p + strlen(tag));
+			close(fds[0]); /* it writes nothing more to stdout */
+			return 0;
+		}
+	}
+	close(fds[0]);
+	reap(&kvs_pid);
+	snprintf(why, why_len, "%s did not report where it listens", bin);
+	return -EIO;
+}
+
+void ref_kvring_server_stop(void)
+{
+	reap(&kvs_pid);
 }

@@ -95,6 +95,8 @@ static struct {
 	char uri[NTARGET][PATH_MAX];
 	char why[NTARGET][PATH_MAX + 512]; /* a target that could not run */
 	bool up[NTARGET];
+	bool tcp_process;  /* tcp: a kvring-server process (else in-process) */
+	char tcp_how[512]; /* ... said in words */
 
 	struct spec specs[MAX_SPECS];
 	struct row rows[MAX_SPECS];
@@ -280,6 +282,14 @@ static bool rdma_devices(char *names, size_t len)
 	return n > 0;
 }
 
+static void tcp_server_stop(void)
+{
+	if (S.tcp_process)
+		ref_kvring_server_stop();
+	else
+		loopback_stop();
+}
+
 static int open_target(int t, uint64_t capacity, struct bench_env *env)
 {
 	uint64_t cap = t == T_FILE ? capacity : 0;
@@ -287,11 +297,23 @@ static int open_target(int t, uint64_t capacity, struct bench_env *env)
 	int rc;
 
 	if (t == T_TCP) {
-		rc = loopback_start("tcp://127.0.0.1:0", capacity, S.uri[t], sizeof(S.uri[t]), err,
-				    sizeof(err));
-		if (rc) {
-			snprintf(S.why[t], sizeof(S.why[t]), "loopback server: %s", err);
-			return rc;
+		/* a kvring-server process, as deployed (and as redis runs); else
+		 * kvr_serve on a thread of this process */
+		S.tcp_process = ref_kvring_server_start(capacity, S.uri[t], sizeof(S.uri[t]), err,
+							sizeof(err)) == 0;
+		if (!S.tcp_process) {
+			snprintf(S.tcp_how, sizeof(S.tcp_how),
+				 "kvr_serve on a thread of kvring-bench (%s)", err);
+			rc = loopback_start("tcp://127.0.0.1:0", capacity, S.uri[t],
+					    sizeof(S.uri[t]), err, sizeof(err));
+			if (rc) {
+				snprintf(S.why[t], sizeof(S.why[t]), "loopback server: %s", err);
+				return rc;
+			}
+		} else if (!S.tcp_how[0]) { /* the matrix's; kvcache's has a larger pool */
+			snprintf(S.tcp_how, sizeof(S.tcp_how),
+				 "a kvring-server process (--memory %llu, one thread)",
+				 (unsigned long long)capacity);
 		}
 	}
 	if (t == T_MEM)
@@ -303,7 +325,7 @@ static int open_target(int t, uint64_t capacity, struct bench_env *env)
 		memcpy(uri, S.uri[t], sizeof(uri));
 		snprintf(S.why[t], sizeof(S.why[t]), "cannot open %s: %s", uri, kvr_strerror(rc));
 		if (t == T_TCP)
-			loopback_stop();
+			tcp_server_stop();
 	}
 	return rc;
 }
@@ -312,7 +334,7 @@ static void close_target(int t, struct bench_env *env)
 {
 	bench_env_close(env);
 	if (t == T_TCP)
-		loopback_stop();
+		tcp_server_stop();
 	if (t == T_FILE)
 		unlink(S.store + 5);
 }
@@ -766,6 +788,8 @@ static void md_size_tables(FILE *f, const uint64_t *sizes, size_t nsize, bool cu
 		if (!S.up[t] || (cuda && t == T_RDMA))
 			continue;
 		fprintf(f, "\n### %s%s\n\n", tname[t], cuda ? " (device memory)" : "");
+		if (!cuda && t == T_TCP)
+			fprintf(f, "Server: %s, 2 connections, loopback.\n\n", S.tcp_how);
 		if (!cuda && t == T_TCP && S.iperf.ran)
 			fprintf(f, "iperf3 -P 2 on loopback: %.2f GB/s (the wire's ceiling).\n\n",
 				S.iperf.gbps);
@@ -1090,6 +1114,7 @@ static int write_json(const struct facts *fx, double total)
 	json_kv(f, "block_device", fx->blockdev, true);
 	json_kv(f, "rdma_devices", fx->rdma, true);
 	json_kv(f, "gpu", fx->gpu, true);
+	json_kv(f, "tcp_server", S.tcp_how, true);
 	for (t = 0; t < 5; t++)
 		json_kv(f, tool_name[t], fx->tool[t], t < 4);
 	fputs("  },\n  \"targets\": {", f);
