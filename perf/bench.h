@@ -220,6 +220,20 @@ int devmem_copy_to_host(void *dst, const void *src, size_t len);
 int devmem_copy_from_host(void *dst, const void *src, size_t len);
 bool devmem_available(void);
 
+/* arena.c: the registered buffers of a workload, host (THP asked for, not
+ * yet faulted in) or CUDA device memory; what names it in messages.
+ * bench_arena_make: 0 or a negative errno (a->mr NULL when registering
+ * failed, the memory still to release). bench_arena_release: false when the
+ * memory had to stay (the engine refused to let go of it). */
+struct bench_arena {
+	uint8_t *p;
+	size_t len;
+	bool dev;
+	kvr_mr *mr;
+};
+int bench_arena_make(kvr_engine *e, size_t len, bool cuda, const char *what, struct bench_arena *a);
+bool bench_arena_release(kvr_engine *e, struct bench_arena *a, const char *what);
+
 /* loopback.c: kvr_serve over a memory pool of pool_bytes on its own engine
  * and thread, on "tcp://127.0.0.1:0" or "rdma://..." (listen). */
 int loopback_start(const char *listen, uint64_t pool_bytes, char *uri, size_t uri_len, char *err,

@@ -28,7 +28,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "bench.h"
@@ -102,13 +101,13 @@ struct kvc {
 	uint64_t chunk_bytes;
 	size_t region_stride, bounce_off;
 	uint8_t *arena;
-	bool dev; /* the arena is device memory */
-	kvr_mr *mr;
-	uint8_t *stage; /* dev: host staging of one slice */
-	kvr_sge *sgl;	/* nchunk * nsge: slot j's slices */
-	kvr_sge *bsgl;	/* nchunk: slot j's bounce buffer (copy) */
-	kvr_obj *objs;	/* nchunk: the batch being built */
-	uint32_t *slot; /* nchunk: the arena slot of each object of it */
+	bool dev;	       /* the arena is device memory */
+	struct bench_arena ar; /* arena and dev are its */
+	uint8_t *stage;	       /* dev: host staging of one slice */
+	kvr_sge *sgl;	       /* nchunk * nsge: slot j's slices */
+	kvr_sge *bsgl;	       /* nchunk: slot j's bounce buffer (copy) */
+	kvr_obj *objs;	       /* nchunk: the batch being built */
+	uint32_t *slot;	       /* nchunk: the arena slot of each object of it */
 	struct kvc_chunk *chunks;
 	double *ms; /* requests: per-request time of the phase */
 	struct kvc_batch b;
@@ -358,40 +357,21 @@ static int kvc_keys(struct kvc *k)
 
 static int kvc_arena(struct kvc *k)
 {
-	char why[200];
-	void *p;
 	int rc;
 
-	if (k->cfg->cuda) {
-		rc = devmem_alloc(k->s.arena_len, &p, why, sizeof(why));
-		if (rc) {
-			fprintf(stderr, "kvring-bench: kvcache: --mem cuda: %s\n", why);
-			return rc;
-		}
-		k->arena = p;
-		k->dev = true;
+	rc = bench_arena_make(k->e, k->s.arena_len, k->cfg->cuda, "KV cache arena", &k->ar);
+	k->arena = k->ar.p;
+	k->dev = k->ar.dev;
+	if (rc)
+		return rc;
+	if (k->dev) {
 		k->stage = aligned_alloc(KVC_ALIGN, round_up(k->slice_len, KVC_ALIGN));
 		if (!k->stage)
 			return -ENOMEM;
 	} else {
-		p = mmap(NULL, k->s.arena_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-			 -1, 0);
-		if (p == MAP_FAILED) {
-			fprintf(stderr, "kvring-bench: kvcache: cannot map a %zu-byte arena: %s\n",
-				k->s.arena_len, strerror(errno));
-			return -ENOMEM;
-		}
-		k->arena = p;
-		madvise(p, k->s.arena_len, MADV_HUGEPAGE);
-		memset(p, 0x5a, k->s.arena_len); /* fault every page in */
+		memset(k->arena, 0x5a, k->s.arena_len); /* fault every page in */
 	}
-	rc = kvr_mem_register(k->e, k->arena, k->s.arena_len, k->dev ? KVR_MEM_CUDA : KVR_MEM_HOST,
-			      &k->mr);
-	if (rc) {
-		k->mr = NULL;
-		bench_errmsg(k->e, rc, "kvcache: cannot register the KV cache arena", NULL);
-	}
-	return rc;
+	return 0;
 }
 
 static int kvc_setup(struct kvc *k)
@@ -435,24 +415,9 @@ static int kvc_setup(struct kvc *k)
 
 static void kvc_teardown(struct kvc *k)
 {
-	bool unmap = true;
-	int rc;
-
 	if (k->inflight)
 		return; /* the engine still writes into the arena: leave it all */
-	if (k->mr) {
-		rc = kvr_mem_deregister(k->e, k->mr);
-		if (rc) {
-			bench_errmsg(k->e, rc, "kvcache: cannot deregister the arena", NULL);
-			unmap = false;
-		}
-	}
-	if (k->arena && unmap) {
-		if (k->dev)
-			devmem_free(k->arena);
-		else
-			munmap(k->arena, k->s.arena_len);
-	}
+	bench_arena_release(k->e, &k->ar, "KV cache arena");
 	free(k->stage);
 	free(k->ms);
 	free(k->b.res);

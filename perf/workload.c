@@ -24,7 +24,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "bench.h"
 
@@ -52,9 +51,9 @@ struct wl {
 	uint32_t nslot; /* depth * batch */
 	uint8_t *arena;
 	size_t arena_len;
-	bool dev;	/* the arena is CUDA device memory */
-	uint8_t *stage; /* dev: host staging of one slice */
-	kvr_mr *mr;
+	bool dev;	       /* the arena is CUDA device memory */
+	uint8_t *stage;	       /* dev: host staging of one slice */
+	struct bench_arena ar; /* arena, arena_len and dev are its */
 	size_t slice_len[KVR_MAX_SGE];
 	size_t slice_off[KVR_MAX_SGE];
 	size_t slice_stride[KVR_MAX_SGE];
@@ -248,34 +247,18 @@ static int wl_setup_sgls(struct wl *w)
 	return 0;
 }
 
-/* --mem cuda: the arena in device memory, a host buffer to stage slices. */
+/* --mem cuda: a host buffer to stage slices of the device memory arena. */
 static int wl_setup_dev(struct wl *w)
 {
 	size_t stage_len = 0;
-	char why[200];
 	uint32_t j;
-	void *p;
-	int rc;
 
-	rc = devmem_alloc(w->arena_len, &p, why, sizeof(why));
-	if (rc) {
-		fprintf(stderr, "kvring-bench: --mem cuda: %s\n", why);
-		return rc;
-	}
-	w->arena = p;
-	w->dev = true;
 	for (j = 0; j < w->cfg->sge; j++)
 		if (w->slice_len[j] > stage_len)
 			stage_len = w->slice_len[j];
 	w->stage = malloc(stage_len);
 	if (!w->stage)
 		return -ENOMEM;
-	rc = kvr_mem_register(w->e, w->arena, w->arena_len, KVR_MEM_CUDA, &w->mr);
-	if (rc) {
-		w->mr = NULL;
-		bench_errmsg(w->e, rc, "cannot register the device memory arena", NULL);
-		return rc;
-	}
 	return wl_setup_sgls(w);
 }
 
@@ -292,28 +275,18 @@ static int wl_setup(struct wl *w)
 			w->nslot, (unsigned long long)cfg->size);
 		return rc;
 	}
+	rc = bench_arena_make(w->e, w->arena_len, cfg->cuda, "buffer arena", &w->ar);
+	w->arena = w->ar.p;
+	w->dev = w->ar.dev;
+	if (rc)
+		return rc;
 	if (cfg->cuda)
 		return wl_setup_dev(w);
-	w->arena =
-	    mmap(NULL, w->arena_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (w->arena == MAP_FAILED) {
-		w->arena = NULL;
-		fprintf(stderr, "kvring-bench: cannot map a %zu-byte buffer arena: %s\n",
-			w->arena_len, strerror(errno));
-		return -ENOMEM;
-	}
-	madvise(w->arena, w->arena_len, MADV_HUGEPAGE);
 	/* non-trivial bytes everywhere (this also faults every page in) */
 	for (i = 0; i + 8 <= w->arena_len; i += 8) {
 		uint64_t v = xorshift(&seed);
 
 		memcpy(w->arena + i, &v, 8);
-	}
-	rc = kvr_mem_register(w->e, w->arena, w->arena_len, KVR_MEM_HOST, &w->mr);
-	if (rc) {
-		w->mr = NULL;
-		bench_errmsg(w->e, rc, "cannot register the buffer arena", NULL);
-		return rc;
 	}
 	return wl_setup_sgls(w);
 }
@@ -322,25 +295,12 @@ static int wl_setup(struct wl *w)
  * be left mapped (the engine still uses it). */
 static bool wl_teardown(struct wl *w)
 {
-	bool freed = true;
 	uint32_t b;
-	int rc;
+	bool freed;
 
 	if (w->inflight)
 		return false; /* callbacks still to come: keep w and the arena */
-	if (w->mr) {
-		rc = kvr_mem_deregister(w->e, w->mr);
-		if (rc) {
-			bench_errmsg(w->e, rc, "cannot deregister the buffer arena", NULL);
-			freed = false;
-		}
-	}
-	if (w->arena && freed) {
-		if (w->dev)
-			devmem_free(w->arena);
-		else
-			munmap(w->arena, w->arena_len);
-	}
+	freed = bench_arena_release(w->e, &w->ar, "buffer arena");
 	free(w->stage);
 	if (w->batches) {
 		for (b = 0; b < w->cfg->depth; b++) {
