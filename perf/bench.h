@@ -302,6 +302,25 @@ static inline uint32_t bench_conns(const struct bench_cfg *cfg)
 	return cfg->conns ? cfg->conns : 2;
 }
 
+/* The workloads' deterministic byte patterns: splitmix64's finaliser to
+ * seed, xorshift64 to stream. */
+static inline uint64_t bench_mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+static inline uint64_t bench_xorshift(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
 static inline const char *bench_op_name(enum kvr_op op)
 {
 	return op == KVR_OP_GET ? "get" : "put";

@@ -114,15 +114,6 @@ struct kvc {
 	bool inflight;
 };
 
-static uint64_t kvc_mix(uint64_t x)
-{
-	x ^= x >> 30;
-	x *= 0xbf58476d1ce4e5b9ull;
-	x ^= x >> 27;
-	x *= 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
 static uint64_t kvc_hash(const char *s, size_t len)
 {
 	uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
@@ -130,20 +121,12 @@ static uint64_t kvc_hash(const char *s, size_t len)
 
 	for (i = 0; i < len; i++)
 		h = (h ^ (uint8_t)s[i]) * 0x100000001b3ull;
-	return kvc_mix(h);
+	return bench_mix64(h);
 }
 
 static uint64_t slice_seed(uint64_t chunk_seed, uint32_t sge)
 {
-	return kvc_mix(chunk_seed + (sge + 1ull) * 0x9e3779b97f4a7c15ull) | 1;
-}
-
-static inline uint64_t xs_next(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
+	return bench_mix64(chunk_seed + (sge + 1ull) * 0x9e3779b97f4a7c15ull) | 1;
 }
 
 /* A slice's bytes: a xorshift stream from its seed (little-endian words,
@@ -154,11 +137,11 @@ static void pattern_fill(uint8_t *p, size_t len, uint64_t s)
 	size_t i;
 
 	for (i = 0; i + 8 <= len; i += 8) {
-		v = xs_next(&s);
+		v = bench_xorshift(&s);
 		memcpy(p + i, &v, 8);
 	}
 	if (i < len) {
-		v = xs_next(&s);
+		v = bench_xorshift(&s);
 		memcpy(p + i, &v, len - i);
 	}
 }
@@ -170,12 +153,12 @@ static bool pattern_check(const uint8_t *p, size_t len, uint64_t s)
 
 	for (i = 0; i + 8 <= len; i += 8) {
 		memcpy(&v, p + i, 8);
-		diff |= v ^ xs_next(&s);
+		diff |= v ^ bench_xorshift(&s);
 	}
 	if (i < len) {
 		v = w = 0;
 		memcpy(&v, p + i, len - i);
-		memcpy(&w, &(uint64_t){xs_next(&s)}, len - i);
+		memcpy(&w, &(uint64_t){bench_xorshift(&s)}, len - i);
 		diff |= v ^ w;
 	}
 	return !diff;

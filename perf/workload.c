@@ -82,41 +82,22 @@ struct wl {
 	struct bench_hist hist;
 };
 
-static uint64_t mix64(uint64_t x)
-{
-	x ^= x >> 30;
-	x *= 0xbf58476d1ce4e5b9ull;
-	x ^= x >> 27;
-	x *= 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
-static uint64_t xorshift(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
-}
-
 /* The bytes of slice `slice` of key `key`: written (check == false) or
  * compared (check == true; returns false on the first difference). */
 static bool pattern(uint8_t *p, size_t len, uint64_t key, uint64_t slice, bool check)
 {
-	uint64_t s = mix64(key * 0x9e3779b97f4a7c15ull + slice + 1) | 1, v;
+	uint64_t s = bench_mix64(key * 0x9e3779b97f4a7c15ull + slice + 1) | 1, v;
 	size_t i;
 
 	for (i = 0; i + 8 <= len; i += 8) {
-		v = xorshift(&s);
+		v = bench_xorshift(&s);
 		if (!check)
 			memcpy(p + i, &v, 8);
 		else if (memcmp(p + i, &v, 8))
 			return false;
 	}
 	if (i < len) {
-		v = xorshift(&s);
+		v = bench_xorshift(&s);
 		if (!check)
 			memcpy(p + i, &v, len - i);
 		else if (memcmp(p + i, &v, len - i))
@@ -133,7 +114,7 @@ static void wl_shuffle(struct wl *w)
 	uint64_t i, j, t;
 
 	for (i = w->nkeys - 1; i > 0; i--) {
-		j = xorshift(&w->rng) % (i + 1);
+		j = bench_xorshift(&w->rng) % (i + 1);
 		t = w->order[i];
 		w->order[i] = w->order[j];
 		w->order[j] = t;
@@ -284,7 +265,7 @@ static int wl_setup(struct wl *w)
 		return wl_setup_dev(w);
 	/* non-trivial bytes everywhere (this also faults every page in) */
 	for (i = 0; i + 8 <= w->arena_len; i += 8) {
-		uint64_t v = xorshift(&seed);
+		uint64_t v = bench_xorshift(&seed);
 
 		memcpy(w->arena + i, &v, 8);
 	}
