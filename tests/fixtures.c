@@ -132,9 +132,9 @@ kvr_engine *kvt_engine(void)
 
 	if (lv && *lv) { /* the library's log on stderr, for debugging a test */
 		o.log = log_stderr;
-		o.log_level = !strcmp(lv, "debug") ? KVR_LOG_DEBUG
+		o.log_level = !strcmp(lv, "debug")  ? KVR_LOG_DEBUG
 			      : !strcmp(lv, "info") ? KVR_LOG_INFO
-						     : KVR_LOG_WARN;
+						    : KVR_LOG_WARN;
 	}
 	assert_int_equal(kvr_engine_create(&o, &e), 0);
 	assert_non_null(e);
