@@ -291,6 +291,8 @@ static void rx_copy_in(struct kvr_conn *c, const uint8_t *src, uint64_t n)
 		uint64_t k = n < room ? n : room;
 
 		memcpy(x->addr + c->rx_sge_off, src, k);
+		if (d->crc)
+			*d->crc = kvr_crc32c(*d->crc, x->addr + c->rx_sge_off, k);
 		src += k;
 		n -= k;
 		c->rx_sge_off += k;
@@ -373,6 +375,8 @@ static void rx_parse(struct kvr_conn *c)
 		if (c->closing)
 			return;
 		c->rx_dst = dst;
+		if (dst.crc)
+			*dst.crc = 0;
 		c->rx_sge = 0;
 		c->rx_sge_off = 0;
 		c->rx_state = dst.nsge ? RX_DIRECT : RX_DISCARD;
@@ -431,9 +435,13 @@ static void rx_done(struct kvr_io *io, int res, uint32_t flags)
 		c->rx_tleft -= (uint32_t)(n - pl); /* the recv asked for no more */
 		n = pl;
 		while (n) { /* advance the destination position */
-			uint64_t room = c->rx_dst.sgx[c->rx_sge].len - c->rx_sge_off;
+			const struct kvr_sgx *x = &c->rx_dst.sgx[c->rx_sge];
+			uint64_t room = x->len - c->rx_sge_off;
 			uint64_t k = n < room ? n : room;
 
+			if (c->rx_dst.crc)
+				*c->rx_dst.crc =
+				    kvr_crc32c(*c->rx_dst.crc, x->addr + c->rx_sge_off, k);
 			n -= k;
 			c->rx_sge_off += k;
 			if (c->rx_sge_off == c->rx_dst.sgx[c->rx_sge].len) {

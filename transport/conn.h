@@ -54,10 +54,14 @@
 struct kvr_conn;
 
 /* Where a large payload goes: an SGL covering at least payload_len bytes;
- * it must stay valid until on_payload. nsge 0 discards the payload. */
+ * it must stay valid until on_payload. nsge 0 discards the payload. With
+ * crc set, *crc is the crc32c of the payload at on_payload, computed recv
+ * by recv as its bytes land (while the rest is still on the way, so a
+ * check costs the last recv's bytes only, not a second pass at the end). */
 struct kvr_rx_dest {
 	const struct kvr_sgx *sgx;
 	uint32_t nsge;
+	uint32_t *crc;
 };
 
 struct kvr_conn_ops {

@@ -135,6 +135,7 @@ static struct srv_req *slot_get(struct srv_conn *c)
 	r->sending = false;
 	r->found = false;
 	r->remote = false;
+	r->crc_in = false;
 	r->close_after = 0;
 	r->len = r->need = r->out_len = 0;
 	r->state = RQ_SEND;
@@ -447,7 +448,8 @@ void srv_put_finish(struct kvr_server *s, struct srv_req *r)
 	struct kvr_entry *en = r->en;
 	struct kvr_objd o = srv_objd(en->key, en->key_len);
 
-	en->crc = kvr_crc32c(0, s->base + en->off, en->len);
+	en->crc = r->crc_in ? r->crc : kvr_crc32c(0, s->base + en->off, en->len);
+	r->crc_in = false;
 	if (s->sp)
 		srv_spill_put_committed(s, &o);
 	r->en = NULL;
@@ -534,6 +536,8 @@ static int do_put(struct srv_conn *c, struct srv_req *r, const struct kvr_frame 
 	r->sgx = (struct kvr_sgx){s->base + off, len, s->mr};
 	dst->sgx = &r->sgx;
 	dst->nsge = 1;
+	dst->crc = &r->crc; /* the pool's crc32c, computed as the bytes land */
+	r->crc_in = true;
 	r->state = RQ_RECV;
 	c->rx_req = r;
 	return 0;

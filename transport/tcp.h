@@ -36,6 +36,7 @@ struct tcp_op {
 	uint8_t state;
 	bool tx_busy; /* the kernel may still read the frame's buffers */
 	bool answered;
+	uint32_t rx_crc; /* GET: the payload's crc32c, computed as it arrives */
 	uint64_t cap_le; /* GET: the SGL's capacity, as the request's payload */
 	struct kvr_sgx cap_sgx;
 	struct kvr_tx tx;

@@ -270,15 +270,16 @@ struct tcp_op *tcp_op_find(struct tcp_conn *tc, uint64_t id)
 }
 
 /* A GET payload with a crc trailer matches it (one without: trusted, the
- * server checked it). A mismatch is a miss (-EIO) for the caller, whose
+ * server checked it). have: the payload's crc32c computed as it arrived
+ * (NULL: compute it now). A mismatch is a miss (-EIO) for the caller, whose
  * SGL then holds no promise. */
-static bool payload_intact(const struct tcp_op *op, const struct kvr_frame *f)
+static bool payload_intact(const struct tcp_op *op, const struct kvr_frame *f, const uint32_t *have)
 {
 	const struct kvr_objd *o = op->r->o;
 
 	if (!(f->flags & KVR_PROTO_F_CRC))
 		return true;
-	if (kvr_crc32c_sgl(o->sgx, o->nsge, f->payload_len) == f->crc)
+	if ((have ? *have : kvr_crc32c_sgl(o->sgx, o->nsge, f->payload_len)) == f->crc)
 		return true;
 	op->node->cl->t.stats.checksum_errors++;
 	kvr_log(op->node->cl->t.e, KVR_LOG_WARN,
@@ -326,7 +327,7 @@ static int on_frame(struct kvr_conn *c, const struct kvr_frame *f, const uint8_t
 				small += k;
 				left -= k;
 			}
-			if (!payload_intact(op, f)) {
+			if (!payload_intact(op, f, NULL)) {
 				tcp_list_del(&tc->sent, op);
 				tcp_op_answer(op, -EIO);
 				return 0;
@@ -337,6 +338,8 @@ static int on_frame(struct kvr_conn *c, const struct kvr_frame *f, const uint8_t
 			break;
 		dst->sgx = op->r->o->sgx;
 		dst->nsge = op->r->o->nsge;
+		if (f->flags & KVR_PROTO_F_CRC)
+			dst->crc = &op->rx_crc;
 		op->state = OP_RECV;
 		return 0;
 	case KVR_PROTO_OP_EXISTS: {
@@ -368,7 +371,9 @@ static void on_payload(struct kvr_conn *c, const struct kvr_frame *f)
 	if ((uint32_t)f->id >= cl->nops || op->id != f->id || op->state != OP_RECV)
 		return; /* discarded */
 	tcp_list_del(&tc->sent, op);
-	tcp_op_answer(op, payload_intact(op, f) ? (int64_t)f->payload_len : -EIO);
+	tcp_op_answer(op, payload_intact(op, f, (f->flags & KVR_PROTO_F_CRC) ? &op->rx_crc : NULL)
+			      ? (int64_t)f->payload_len
+			      : -EIO);
 }
 
 static void fail_list(struct tcp_list *l, int err)
