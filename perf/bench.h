@@ -11,7 +11,8 @@
  *   kvcache.c   the LMCache-shaped KV-cache workload (--workload kvcache)
  *   devmem.c    buffers in CUDA device memory (--mem cuda)
  *   loopback.c  an in-process kvring server on a thread (demo, suite)
- *   suite.c     kvring-bench suite: the matrix, references, report, plots
+ *   suite.c     kvring-bench suite: the matrix, references, kvcache, main
+ *   suite_*.c   ... its machine facts, report and JSON, plots (suite.h)
  *   refs.c      the suite's references: iperf3, redis-benchmark, memcpy
  */
 #ifndef KVR_PERF_BENCH_H
