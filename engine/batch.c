@@ -244,8 +244,8 @@ static void fail_unstarted(kvr_engine *e, struct kvr_batch *b, int64_t res)
 	for (uint32_t i = 0; i < b->n; i++) {
 		b->results[i] = res;
 		account(&b->t->stats, b->op, res);
-		kvr_lat_record(b->t->stats.lat_us, 0);
 	}
+	kvr_lat_record_n(b->t->stats.lat_us, 0, b->n);
 	b->ndone = b->n;
 	batch_finish(e, b);
 }

@@ -279,27 +279,41 @@ bool kvr_conn_tx_idle(const struct kvr_conn *c)
 
 /* --------------------------------------------------------------- receive */
 
-/* Copy n staged bytes into the large payload's destination. */
-static void rx_copy_in(struct kvr_conn *c, const uint8_t *src, uint64_t n)
+/* n payload bytes are in at the destination position: add them to the
+ * running crc32c (when asked) and move the position past them. */
+static void rx_landed(struct kvr_conn *c, uint64_t n)
 {
 	const struct kvr_rx_dest *d = &c->rx_dst;
 
-	c->st.rx_copied += n;
 	while (n) {
 		const struct kvr_sgx *x = &d->sgx[c->rx_sge];
 		uint64_t room = x->len - c->rx_sge_off;
 		uint64_t k = n < room ? n : room;
 
-		memcpy(x->addr + c->rx_sge_off, src, k);
 		if (d->crc)
 			*d->crc = kvr_crc32c(*d->crc, x->addr + c->rx_sge_off, k);
-		src += k;
 		n -= k;
 		c->rx_sge_off += k;
 		if (c->rx_sge_off == x->len) {
 			c->rx_sge++;
 			c->rx_sge_off = 0;
 		}
+	}
+}
+
+/* Copy n staged bytes into the large payload's destination. */
+static void rx_copy_in(struct kvr_conn *c, const uint8_t *src, uint64_t n)
+{
+	c->st.rx_copied += n;
+	while (n) {
+		const struct kvr_sgx *x = &c->rx_dst.sgx[c->rx_sge];
+		uint64_t room = x->len - c->rx_sge_off;
+		uint64_t k = n < room ? n : room;
+
+		memcpy(x->addr + c->rx_sge_off, src, k);
+		rx_landed(c, k);
+		src += k;
+		n -= k;
 	}
 }
 
@@ -433,22 +447,7 @@ static void rx_done(struct kvr_io *io, int res, uint32_t flags)
 
 		c->rx_left -= pl;
 		c->rx_tleft -= (uint32_t)(n - pl); /* the recv asked for no more */
-		n = pl;
-		while (n) { /* advance the destination position */
-			const struct kvr_sgx *x = &c->rx_dst.sgx[c->rx_sge];
-			uint64_t room = x->len - c->rx_sge_off;
-			uint64_t k = n < room ? n : room;
-
-			if (c->rx_dst.crc)
-				*c->rx_dst.crc =
-				    kvr_crc32c(*c->rx_dst.crc, x->addr + c->rx_sge_off, k);
-			n -= k;
-			c->rx_sge_off += k;
-			if (c->rx_sge_off == c->rx_dst.sgx[c->rx_sge].len) {
-				c->rx_sge++;
-				c->rx_sge_off = 0;
-			}
-		}
+		rx_landed(c, pl);
 		if (!c->rx_left && !c->rx_tleft)
 			rx_payload_done(c);
 		break;

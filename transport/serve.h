@@ -78,12 +78,12 @@ struct srv_req {
 			    is still in the client's memory */
 	bool rslot_held; /* RDMA: rslot holds the request message */
 	uint32_t rslot;
-	uint64_t out_len; /* RDMA: the answer's payload bytes */
-	uint32_t crc;	  /* GET: the object's crc32c (for the trailer);
-			     PUT with crc_in: the payload's, as it arrived */
-	bool crc_in;
-	struct rdma_wr wr;		   /* RDMA: READs done (PUT), answer sent */
-	struct rdma_pending pend;	   /* RDMA: waiting for send queue room */
+	uint64_t out_len;	  /* RDMA: the answer's payload bytes */
+	uint32_t crc;		  /* GET: the object's crc32c (for the trailer);
+				     PUT with crc_in: the payload's, as it arrived */
+	bool crc_in;		  /* PUT over TCP: crc was computed as the payload landed */
+	struct rdma_wr wr;	  /* RDMA: READs done (PUT), answer sent */
+	struct rdma_pending pend; /* RDMA: waiting for send queue room */
 	uint8_t body[KVR_PROTO_HELLO_MAX]; /* HELLO / EXISTS response body */
 };
 

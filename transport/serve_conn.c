@@ -449,7 +449,6 @@ void srv_put_finish(struct kvr_server *s, struct srv_req *r)
 	struct kvr_objd o = srv_objd(en->key, en->key_len);
 
 	en->crc = r->crc_in ? r->crc : kvr_crc32c(0, s->base + en->off, en->len);
-	r->crc_in = false;
 	if (s->sp)
 		srv_spill_put_committed(s, &o);
 	r->en = NULL;
@@ -536,8 +535,7 @@ static int do_put(struct srv_conn *c, struct srv_req *r, const struct kvr_frame 
 	r->sgx = (struct kvr_sgx){s->base + off, len, s->mr};
 	dst->sgx = &r->sgx;
 	dst->nsge = 1;
-	dst->crc = &r->crc; /* the pool's crc32c, computed as the bytes land */
-	r->crc_in = true;
+	dst->crc = &r->crc; /* over TCP: the pool's crc32c, computed as the bytes land */
 	r->state = RQ_RECV;
 	c->rx_req = r;
 	return 0;
@@ -718,8 +716,11 @@ static void on_payload(struct kvr_conn *kc, const struct kvr_frame *f)
 
 	(void)f;
 	c->rx_req = NULL;
-	if (r)
-		srv_conn_payload(c, r);
+	if (!r)
+		return;
+	/* straight into the pool: conn.c computed its crc32c on the way */
+	r->crc_in = r->state == RQ_RECV;
+	srv_conn_payload(c, r);
 }
 
 static void on_close(struct kvr_conn *kc, int err)

@@ -288,8 +288,7 @@ static void on_msg(struct rdma_chan *ch, const struct kvr_rmsg *m, uint32_t slot
 	c->rx_req = NULL;
 	if (!r)
 		return;
-	r->crc_in = false; /* an RDMA READ computes no crc32c on the way */
-	if (dst.nsge)	   /* into the pool: read it */
+	if (dst.nsge) /* into the pool: read it */
 		srv_rdma_fetch(r);
 	else /* refused before any byte: answer now */
 		srv_conn_payload(c, r);

@@ -371,9 +371,7 @@ static void on_payload(struct kvr_conn *c, const struct kvr_frame *f)
 	if ((uint32_t)f->id >= cl->nops || op->id != f->id || op->state != OP_RECV)
 		return; /* discarded */
 	tcp_list_del(&tc->sent, op);
-	tcp_op_answer(op, payload_intact(op, f, (f->flags & KVR_PROTO_F_CRC) ? &op->rx_crc : NULL)
-			      ? (int64_t)f->payload_len
-			      : -EIO);
+	tcp_op_answer(op, payload_intact(op, f, &op->rx_crc) ? (int64_t)f->payload_len : -EIO);
 }
 
 static void fail_list(struct tcp_list *l, int err)
