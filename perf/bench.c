@@ -102,27 +102,14 @@ static int parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
 	return 0;
 }
 
-static int parse_seconds(const char *s, double *out)
+int bench_parse_positive(const char *s, double hi, double *out)
 {
 	char *end;
 	double v;
 
 	errno = 0;
 	v = strtod(s, &end);
-	if (end == s || *end || errno || !(v > 0) || v > 86400)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
-static int parse_scale(const char *s, double *out)
-{
-	char *end;
-	double v;
-
-	errno = 0;
-	v = strtod(s, &end);
-	if (end == s || *end || errno || !(v > 0) || v > 1024)
+	if (end == s || *end || errno || !(v > 0) || v > hi)
 		return -EINVAL;
 	*out = v;
 	return 0;
@@ -348,7 +335,7 @@ static int parse_args(int argc, char **argv, struct bench_cfg *cfg, struct bench
 				return bad_value(name, optarg, "1 to 4096");
 			break;
 		case OPT_SECONDS:
-			if (parse_seconds(optarg, &cfg->seconds))
+			if (bench_parse_positive(optarg, 86400, &cfg->seconds))
 				return bad_value(name, optarg, "seconds above 0, like 5 or 0.5");
 			break;
 		case OPT_COPY:
@@ -381,7 +368,7 @@ static int parse_args(int argc, char **argv, struct bench_cfg *cfg, struct bench
 				return bad_value(name, optarg, model_names());
 			break;
 		case OPT_SCALE:
-			if (parse_scale(optarg, &a->kvc.scale))
+			if (bench_parse_positive(optarg, 1024, &a->kvc.scale))
 				return bad_value(name, optarg,
 						 "a factor above 0 and at most 1024, like 0.25");
 			break;
@@ -562,23 +549,12 @@ static int run_kvcache(const struct bench_cfg *cfg, struct kvc_cfg *kc)
 		return 1;
 	kvcache_summary(to_stdout ? stderr : stdout, &res);
 	if (cfg->json) {
-		f = to_stdout ? stdout : fopen(cfg->json, "w");
-		if (!f) {
-			fprintf(stderr, "kvring-bench: cannot write %s: %s\n", cfg->json,
-				strerror(errno));
+		f = report_open(cfg->json);
+		if (!f)
 			return 1;
-		}
 		kvcache_json(f, &res);
-		rc = ferror(f) ? -EIO : 0;
-		if (to_stdout)
-			fflush(f);
-		else if (fclose(f))
-			rc = -errno;
-		if (rc) {
-			fprintf(stderr, "kvring-bench: cannot write %s: %s\n", cfg->json,
-				strerror(-rc));
+		if (report_close(f, cfg->json))
 			return 1;
-		}
 	}
 	if (res.store.errors || res.load.errors || res.verify_bad) {
 		fprintf(

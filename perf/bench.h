@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "kvring.h"
@@ -124,12 +125,18 @@ uint64_t bench_key_space(const struct bench_cfg *cfg, uint64_t capacity);
 const char *bench_file_path(const char *uri);
 bool bench_is_remote(const char *uri);
 void bench_errmsg(kvr_engine *e, int rc, const char *what, const char *obj);
+/* A number above 0 and at most hi (all of s): 0, or -EINVAL. */
+int bench_parse_positive(const char *s, double hi, double *out);
 
 /* workload.c: run cfg against env (fill first for get), fill *res. */
 int workload_run(struct bench_env *env, const struct bench_cfg *cfg, struct bench_result *res);
 
 /* fio.c */
 bool bench_have(const char *prog); /* prog is an executable on $PATH */
+/* Start argv (a path, or a name looked up on $PATH) in the background with
+ * stdout on out and stderr on err (-1: /dev/null), stdin /dev/null. The
+ * child's pid, or -1 (errno set). */
+pid_t bench_spawn(char *const argv[], int out, int err);
 /* Run argv with stdout and stderr into one pipe; *output gets what it
  * printed (malloc'd). Returns the exit status, or -1 when it did not run.
  * fio_kill() stops it from a signal handler. */
@@ -148,6 +155,10 @@ void report_json_str(FILE *f, const char *s);
 void report_json_num(FILE *f, double v); /* null when not finite */
 void report_json_result(FILE *f, const struct bench_result *r, const char *ind);
 int report_json(const char *path, const struct bench_result *r, size_t n, bool array);
+/* A JSON document's file ("-": stdout): NULL after saying why; closing it:
+ * 0, or -errno after saying so. */
+FILE *report_open(const char *path);
+int report_close(FILE *f, const char *path);
 
 struct demo_row {
 	const char *target; /* "mem" or "file" */

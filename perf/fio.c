@@ -235,29 +235,36 @@ static char *read_all(int fd, size_t *lenp)
 	return buf;
 }
 
+pid_t bench_spawn(char *const argv[], int out, int err)
+{
+	pid_t pid = fork();
+	int devnull;
+
+	if (pid)
+		return pid;
+	devnull = open("/dev/null", O_RDWR);
+	if (devnull >= 0)
+		dup2(devnull, 0);
+	dup2(out >= 0 ? out : devnull, 1);
+	dup2(err >= 0 ? err : devnull, 2);
+	execvp(argv[0], argv);
+	_exit(127);
+}
+
 int bench_run_capture(char *const argv[], char **output)
 {
-	int fds[2], status, devnull;
+	int fds[2], status;
 	size_t len = 0;
 	pid_t pid;
 
 	*output = NULL;
 	if (pipe2(fds, O_CLOEXEC))
 		return -1;
-	pid = fork();
+	pid = bench_spawn(argv, fds[1], fds[1]);
 	if (pid < 0) {
 		close(fds[0]);
 		close(fds[1]);
 		return -1;
-	}
-	if (pid == 0) {
-		devnull = open("/dev/null", O_RDONLY);
-		if (devnull >= 0)
-			dup2(devnull, 0);
-		dup2(fds[1], 1);
-		dup2(fds[1], 2);
-		execvp(argv[0], argv);
-		_exit(127);
 	}
 	fio_child = pid;
 	close(fds[1]);

@@ -66,24 +66,6 @@ static bool port_open(int port)
 	return ok;
 }
 
-/* Start argv in the background, its output to /dev/null. */
-static pid_t spawn(char *const argv[])
-{
-	pid_t pid = fork();
-	int fd;
-
-	if (pid)
-		return pid;
-	fd = open("/dev/null", O_RDWR);
-	if (fd >= 0) {
-		dup2(fd, 0);
-		dup2(fd, 1);
-		dup2(fd, 2);
-	}
-	execvp(argv[0], argv);
-	_exit(127);
-}
-
 static void reap(volatile pid_t *pidp)
 {
 	pid_t pid = *pidp;
@@ -156,7 +138,7 @@ int ref_iperf3(uint32_t streams, double seconds, struct ref_iperf *r)
 	snprintf(a_port, sizeof(a_port), "%d", port);
 	snprintf(a_streams, sizeof(a_streams), "%u", streams);
 	snprintf(a_time, sizeof(a_time), "%.3g", seconds < 1 ? 1 : seconds);
-	iperf_pid = spawn(srv);
+	iperf_pid = bench_spawn(srv, -1, -1);
 	if (iperf_pid < 0) {
 		iperf_pid = 0;
 		snprintf(r->why, sizeof(r->why), "cannot start iperf3 -s");
@@ -212,7 +194,7 @@ int ref_redis_start(char *why, size_t why_len)
 		return -EADDRINUSE;
 	}
 	snprintf(a_port, sizeof(a_port), "%d", redis_port);
-	redis_pid = spawn(argv);
+	redis_pid = bench_spawn(argv, -1, -1);
 	if (redis_pid < 0) {
 		redis_pid = 0;
 		snprintf(why, why_len, "cannot start redis-server");
@@ -429,8 +411,8 @@ int ref_kvring_server_start(uint64_t mem_bytes, char *uri, size_t uri_len, char 
 	char *argv[] = {bin, "--listen", "tcp://127.0.0.1:0", "--memory", a_mem, NULL};
 	const char *tag = "listening ";
 	size_t have = 0;
-	int fds[2], fd;
 	uint64_t t0 = bench_now_ns();
+	int fds[2];
 
 	if (!kvs_find(bin, sizeof(bin))) {
 		snprintf(why, why_len, "kvring-server not found beside kvring-bench or on PATH");
@@ -439,18 +421,7 @@ int ref_kvring_server_start(uint64_t mem_bytes, char *uri, size_t uri_len, char 
 	snprintf(a_mem, sizeof(a_mem), "%llu", (unsigned long long)mem_bytes);
 	if (pipe2(fds, O_CLOEXEC))
 		return -errno;
-	kvs_pid = fork();
-	if (kvs_pid == 0) {
-		fd = open("/dev/null", O_RDWR);
-		if (fd >= 0) {
-			dup2(fd, 0);
-			dup2(fd, 2);
-		}
-		dup2(fds[1], 1);
-		execv(bin, argv);
-		execvp(bin, argv);
-		_exit(127);
-	}
+	kvs_pid = bench_spawn(argv, fds[1], -1);
 	close(fds[1]);
 	if (kvs_pid < 0) {
 		kvs_pid = 0;

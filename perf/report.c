@@ -157,17 +157,35 @@ void report_json_result(FILE *f, const struct bench_result *r, const char *ind)
 	fprintf(f, "\n%s}", ind);
 }
 
+FILE *report_open(const char *path)
+{
+	FILE *f = strcmp(path, "-") ? fopen(path, "w") : stdout;
+
+	if (!f)
+		fprintf(stderr, "kvring-bench: cannot write %s: %s\n", path, strerror(errno));
+	return f;
+}
+
+int report_close(FILE *f, const char *path)
+{
+	int rc = ferror(f) ? -EIO : 0;
+
+	if (f == stdout)
+		fflush(f);
+	else if (fclose(f) && !rc)
+		rc = -errno;
+	if (rc)
+		fprintf(stderr, "kvring-bench: cannot write %s: %s\n", path, strerror(-rc));
+	return rc;
+}
+
 int report_json(const char *path, const struct bench_result *r, size_t n, bool array)
 {
-	bool to_stdout = !strcmp(path, "-");
-	FILE *f = to_stdout ? stdout : fopen(path, "w");
+	FILE *f = report_open(path);
 	size_t i;
-	int rc = 0;
 
-	if (!f) {
-		fprintf(stderr, "kvring-bench: cannot write %s: %s\n", path, strerror(errno));
-		return -errno;
-	}
+	if (!f)
+		return -EIO;
 	if (array)
 		fputs("[\n", f);
 	for (i = 0; i < n; i++) {
@@ -176,15 +194,7 @@ int report_json(const char *path, const struct bench_result *r, size_t n, bool a
 	}
 	if (array)
 		fputs("]\n", f);
-	if (ferror(f))
-		rc = -EIO;
-	if (!to_stdout && fclose(f))
-		rc = -errno;
-	else if (to_stdout)
-		fflush(f);
-	if (rc)
-		fprintf(stderr, "kvring-bench: cannot write %s: %s\n", path, strerror(-rc));
-	return rc;
+	return report_close(f, path);
 }
 
 /* ------------------------------------------------------------------ table */

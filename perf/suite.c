@@ -562,7 +562,6 @@ static int parse(int argc, char **argv)
 	    {"no-kvcache", no_argument, NULL, 'K'}, {"targets", required_argument, NULL, 'T'},
 	    {"help", no_argument, NULL, 'h'},	    {NULL, 0, NULL, 0},
 	};
-	char *end;
 	int c;
 
 	S.refs = S.kvcache = true;
@@ -579,8 +578,7 @@ static int parse(int argc, char **argv)
 			S.dir = optarg;
 			break;
 		case 's':
-			S.seconds = strtod(optarg, &end);
-			if (end == optarg || *end || !(S.seconds > 0) || S.seconds > 600) {
+			if (bench_parse_positive(optarg, 600, &S.seconds)) {
 				fprintf(stderr, "kvring-bench suite: bad --seconds '%s'\n", optarg);
 				return 2;
 			}
@@ -745,11 +743,8 @@ int suite_main(int argc, char **argv)
 	rc = write_json(&fx, total);
 	if (!rc)
 		rc = write_report(&fx, total);
-	if (rc) {
-		fprintf(stderr, "kvring-bench suite: cannot write to %s: %s\n", S.out,
-			strerror(-rc));
+	if (rc) /* report_open/close said why */
 		return 1;
-	}
 	snprintf(plots, sizeof(plots), "%s/plots", S.out);
 	write_dat(plots, S.quick ? sizes_quick : sizes_full,
 		  S.quick ? sizeof(sizes_quick) / sizeof(sizes_quick[0]) : MAX_SIZES);

@@ -278,9 +278,9 @@ int write_report(const struct facts *fx, double total)
 	int t;
 
 	snprintf(path, sizeof(path), "%s/report.md", S.out);
-	f = fopen(path, "w");
+	f = report_open(path);
 	if (!f)
-		return -errno;
+		return -EIO;
 	fprintf(f, "# kvring performance report\n\n");
 	fprintf(f,
 		"`kvring-bench suite%s --out %s`: kvring %d.%d, %s matrix, %.0f s in all. "
@@ -321,8 +321,7 @@ int write_report(const struct facts *fx, double total)
 	fprintf(f, "\n![latency CDF](plots/latency_cdf.png)\n");
 	md_kvcache(f);
 	md_goals(f);
-	fclose(f);
-	return 0;
+	return report_close(f, path);
 }
 
 static void json_ref(FILE *f, const struct ref *r)
@@ -365,9 +364,9 @@ int write_json(const struct facts *fx, double total)
 	int t, k;
 
 	snprintf(path, sizeof(path), "%s/suite.json", S.out);
-	f = fopen(path, "w");
+	f = report_open(path);
 	if (!f)
-		return -errno;
+		return -EIO;
 	fprintf(f, "{\n  \"suite\": \"%s\",\n  \"kvring\": \"%d.%d\",\n  \"seconds\": %.1f,\n",
 		S.quick ? "quick" : "full", KVR_VERSION_MAJOR, KVR_VERSION_MINOR, total);
 	fputs("  \"machine\": {\n", f);
@@ -444,7 +443,5 @@ int write_json(const struct facts *fx, double total)
 			first = false;
 		}
 	fputs("\n  ]\n}\n", f);
-	if (fclose(f))
-		return -errno;
-	return 0;
+	return report_close(f, path);
 }
