@@ -157,7 +157,7 @@ struct kvr_conn {
 	uint32_t rx_sge; /* position in rx_dst */
 	uint64_t rx_sge_off;
 	struct msghdr rx_msg;
-	struct iovec rx_iov[KVR_MAX_SGE];
+	struct iovec rx_iov[KVR_MAX_SGE + 1]; /* the SGL's slices, then the crc trailer */
 	int rx_lowat; /* SO_RCVLOWAT now set on fd (1: the kernel's default) */
 
 	/* send */
