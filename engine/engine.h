@@ -276,6 +276,9 @@ struct kvr_engine {
 	bool wake_armed;
 	bool notified; /* notify_fd written since the last poll */
 	bool woken;    /* the wake read completed this poll */
+	bool wake_due; /* ... and wake_fn has not run for it yet */
+	void (*wake_fn)(void *ctx);
+	void *wake_ctx;
 	bool in_poll;
 	bool in_cb;
 	bool stop;

@@ -26,6 +26,7 @@ static void wake_done(struct kvr_io *io, int res, uint32_t flags)
 
 	e->wake_armed = false;
 	e->woken = true;
+	e->wake_due = true;
 	if (!e->destroying)
 		arm_wake(e);
 }
@@ -317,6 +318,14 @@ KVR_EXPORT int kvr_engine_poll(kvr_engine *e, int timeout_ms)
 		if (rc < 0)
 			break;
 		kvr_timer_run(&e->timers, e->now_ns);
+		if (e->wake_due && e->wake_fn) {
+			/* Before the waiting batches start, so that what it
+			 * submits joins this round. */
+			e->wake_due = false;
+			e->in_cb = true;
+			e->wake_fn(e->wake_ctx);
+			e->in_cb = false;
+		}
 		kvr_batches_start_waiting(e);
 		ran += kvr_batches_run_done(e);
 		if (ran || timeout_ms == 0 || e->stop)
@@ -388,6 +397,17 @@ KVR_EXPORT int kvr_engine_wake(kvr_engine *e)
 	 * embedding host watches. Both are plain eventfd writes. */
 	if (write(e->wake_fd, &one, sizeof(one)) < 0 || write(e->notify_fd, &one, sizeof(one)) < 0)
 		return 0; /* counter saturated: already readable */
+	return 0;
+}
+
+KVR_EXPORT int kvr_engine_set_wake_cb(kvr_engine *e, void (*fn)(void *ctx), void *ctx)
+{
+	if (!e)
+		return -EINVAL;
+	if (e->in_cb)
+		return -EBUSY;
+	e->wake_fn = fn;
+	e->wake_ctx = ctx;
 	return 0;
 }
 

@@ -165,6 +165,18 @@ void kvr_engine_stop(kvr_engine *e);
  */
 int kvr_engine_wake(kvr_engine *e);
 
+/**
+ * Have fn(ctx) called on the engine thread, from inside kvr_engine_poll()
+ * or kvr_engine_run(), once after each round in which a kvr_engine_wake()
+ * arrived (several wakes before that round make one call). This is how
+ * work handed over by other threads reaches the engine: they queue it,
+ * call kvr_engine_wake(), and fn submits it. fn may submit batches (they
+ * start in the same round) and register memory, but not poll. fn NULL
+ * removes the hook. Engine thread only.
+ * Errors: -EINVAL (NULL engine), -EBUSY (called from inside a callback).
+ */
+int kvr_engine_set_wake_cb(kvr_engine *e, void (*fn)(void *ctx), void *ctx);
+
 /** Latency histogram: bucket i counts operations that took
  *  [2^i, 2^(i+1)) microseconds (bucket 0 also takes < 1 us). */
 #define KVR_LAT_BUCKETS 32

@@ -147,12 +147,85 @@ static void test_run_stop_from_callback(void **state)
 	kvt_free_mem(buf, 4096);
 }
 
+/* Work handed over by another thread: it bumps `queued` and wakes; the
+ * wake hook, on the engine thread inside kvr_engine_run(), submits one put
+ * per queued item; the last completion stops the loop. */
+struct handover {
+	kvr_engine *e;
+	kvr_target *t;
+	kvr_obj o;
+	unsigned queued, submitted, done, hook_calls;
+	int nested_rc;
+};
+
+static void handover_done(void *ctx, size_t n, const int64_t *res)
+{
+	struct handover *h = ctx;
+
+	assert_int_equal(res[0], 4096);
+	if (++h->done == 100)
+		kvr_engine_stop(h->e);
+}
+
+static void handover_hook(void *ctx)
+{
+	struct handover *h = ctx;
+	unsigned q = __atomic_load_n(&h->queued, __ATOMIC_ACQUIRE);
+
+	h->hook_calls++;
+	h->nested_rc = kvr_engine_poll(h->e, 0);
+	for (; h->submitted < q; h->submitted++)
+		assert_int_equal(kvr_put(h->t, &h->o, 1, handover_done, h), 0);
+}
+
+static void *handover_producer(void *arg)
+{
+	struct handover *h = arg;
+
+	for (int i = 0; i < 100; i++) {
+		__atomic_add_fetch(&h->queued, 1, __ATOMIC_RELEASE);
+		kvr_engine_wake(h->e);
+	}
+	return NULL;
+}
+
+static void test_wake_hook(void **state)
+{
+	struct handover h = {0};
+	uint8_t *buf = kvt_alloc_mem(4096);
+	kvr_sge sge = {buf, 4096};
+	kvr_mr *mr;
+	pthread_t th;
+
+	h.e = kvt_engine();
+	h.o = (kvr_obj){"k", 1, &sge, 1};
+	assert_int_equal(kvr_mem_register(h.e, buf, 4096, 0, &mr), 0);
+	assert_int_equal(kvr_store_open(h.e, "mem:1M", NULL, &h.t), 0);
+	assert_int_equal(kvr_engine_set_wake_cb(NULL, handover_hook, &h), -EINVAL);
+	assert_int_equal(kvr_engine_set_wake_cb(h.e, handover_hook, &h), 0);
+	assert_int_equal(pthread_create(&th, NULL, handover_producer, &h), 0);
+	assert_int_equal(kvr_engine_run(h.e), 0);
+	pthread_join(th, NULL);
+	assert_int_equal(h.done, 100);
+	assert_true(h.hook_calls >= 1 && h.hook_calls <= 100);
+	assert_int_equal(h.nested_rc, -EBUSY);
+	/* removed: a wake no longer calls it */
+	assert_int_equal(kvr_engine_set_wake_cb(h.e, NULL, NULL), 0);
+	unsigned calls = h.hook_calls;
+
+	assert_int_equal(kvr_engine_wake(h.e), 0);
+	assert_true(kvr_engine_poll(h.e, 100) >= 0);
+	assert_int_equal(h.hook_calls, calls);
+	kvr_engine_destroy(h.e);
+	kvt_free_mem(buf, 4096);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_create_defaults),	   cmocka_unit_test(test_options),
 	    cmocka_unit_test(test_poll_timeout),	   cmocka_unit_test(test_wake_from_thread),
-	    cmocka_unit_test(test_run_stop_from_callback),
+	    cmocka_unit_test(test_run_stop_from_callback), cmocka_unit_test(test_wake_hook),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
