@@ -1,0 +1,103 @@
+"""Shared fixtures: memory pools, scratch files and kvring-server processes.
+
+kvring-server is $KVR_SERVER_BIN, else build/tools/kvring-server of the
+repository (tests/run.sh builds it before running pytest).
+"""
+
+from __future__ import annotations
+
+import gc
+import mmap
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def server_bin() -> str:
+    path = os.environ.get("KVR_SERVER_BIN") or str(REPO / "build" / "tools" / "kvring-server")
+    if not os.access(path, os.X_OK):
+        pytest.fail(
+            f"kvring-server not found at {path}: build the repository or set KVR_SERVER_BIN"
+        )
+    return path
+
+
+class Server:
+    """A kvring-server process on 127.0.0.1 (an ephemeral port)."""
+
+    def __init__(self, tmp: Path, *args: str) -> None:
+        self.log = tmp / f"server-{os.getpid()}-{time.monotonic_ns()}.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [server_bin(), "--listen", "tcp://127.0.0.1:0", *args],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
+        deadline = time.monotonic() + 10
+        self.uri = ""
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            m = re.search(r"listening (tcp://\S+)", line)
+            if m:
+                self.uri = m.group(1)
+                break
+        if not self.uri:
+            self.proc.kill()
+            raise RuntimeError(f"kvring-server did not start; see {self.log}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = Server(tmp_path, "--memory", "256M")
+    yield s
+    assert s.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("srv"), "--memory", "512M")
+    yield s
+    assert s.stop() == 0
+
+
+@pytest.fixture
+def pool():
+    """A 64 MiB anonymous mapping: the kind of pool LMCache hands out."""
+    m = mmap.mmap(-1, 64 << 20)
+    yield m
+    gc.collect()  # tracebacks of expected errors hold views in cycles
+    m.close()
+
+
+def fill(buf: memoryview, seed: int) -> None:
+    """Deterministic bytes for (seed, offset), fast enough for MiBs."""
+    n = len(buf)
+    pattern = (seed.to_bytes(8, "little") + bytes(range(248))) * (n // 256 + 2)
+    buf[:] = pattern[seed % 256 : seed % 256 + n]
+
+
+def expected(n: int, seed: int) -> bytes:
+    pattern = (seed.to_bytes(8, "little") + bytes(range(248))) * (n // 256 + 2)
+    return pattern[seed % 256 : seed % 256 + n]
