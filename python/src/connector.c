@@ -65,6 +65,7 @@ typedef struct kvpy_conn {
 	int open_rc;
 	char open_msg[256];
 	sem_t ready;
+	sem_t closer_done;		 /* close() has made its last call into the engine */
 	struct range ranges[MAX_RANGES]; /* registered; appended by the engine thread */
 	atomic_uint nranges;
 	PyObject *pins; /* list: a buffer of each mapping registered, kept exported */
@@ -230,6 +231,8 @@ static void *engine_main(void *arg)
 	}
 	sem_post(&c->ready);
 	rc = kvr_engine_run(c->e);
+	/* The engine stays until close() is done with kvr_engine_wake(). */
+	sem_wait(&c->closer_done);
 	/* Closing: batches still in flight finish inside destroy and land on
 	 * c->dropped; close() frees them once this thread is joined. */
 	kvr_target_close(c->t);
@@ -283,6 +286,7 @@ static int Connector_init(kvpy_Connector *c, PyObject *args, PyObject *kw)
 		return -1;
 	}
 	sem_init(&c->ready, 0, 0);
+	sem_init(&c->closer_done, 0, 0);
 	rc = pthread_create(&c->th, NULL, engine_main, c);
 	if (rc) {
 		kvpy_raise(rc, "starting the engine thread");
@@ -320,6 +324,8 @@ static int plan(kvpy_Connector *c, struct rec *r, uintptr_t a, size_t len)
 	char name[256];
 	int rc;
 
+	if (covered(c, a, len)) /* the engine thread registered it meanwhile */
+		return 0;
 	for (uint32_t i = 0; i < r->nwant; i++)
 		if (a >= r->want[i].lo && a + len <= r->want[i].hi)
 			return 0;
@@ -352,7 +358,7 @@ static int plan(kvpy_Connector *c, struct rec *r, uintptr_t a, size_t len)
 			lo = g->hi;
 		if (g->lo >= a + len && g->lo < hi)
 			hi = g->lo;
-		if (g->lo < a + len && a < g->hi) {
+		if (g->lo < a + len && a < g->hi && !(g->lo <= a && a + len <= g->hi)) {
 			kvpy_raise(EFAULT,
 				   "a buffer at %#lx straddles the end of a registered region",
 				   (unsigned long)a);
@@ -537,9 +543,12 @@ static void conn_close(kvpy_Connector *c)
 
 	if (st == C_CLOSED || st == C_STARTING)
 		return;
+	/* The wake hook sees the state and stops the loop on its own thread;
+	 * the engine thread destroys the engine only after closer_done, so this
+	 * wake never meets a freed engine. */
 	atomic_store(&c->state, C_CLOSING);
-	kvr_engine_stop(c->e);
 	kvr_engine_wake(c->e);
+	sem_post(&c->closer_done);
 	Py_BEGIN_ALLOW_THREADS pthread_join(c->th, NULL);
 	Py_END_ALLOW_THREADS c->joined = true;
 	/* No completion is emitted for what was still pending: free it all. */
@@ -573,8 +582,10 @@ static void Connector_dealloc(kvpy_Connector *c)
 	Py_CLEAR(c->pins);
 	if (c->efd > 0)
 		close(c->efd);
-	if (c->efd > 0 || c->joined)
+	if (c->efd > 0 || c->joined) {
 		sem_destroy(&c->ready);
+		sem_destroy(&c->closer_done);
+	}
 	Py_TYPE(c)->tp_free((PyObject *)c);
 }
 

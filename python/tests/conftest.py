@@ -10,6 +10,7 @@ import gc
 import mmap
 import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -33,12 +34,14 @@ class Server:
 
     def __init__(self, tmp: Path, *args: str) -> None:
         self.log = tmp / f"server-{os.getpid()}-{time.monotonic_ns()}.log"
+        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # a sanitizer run's
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [server_bin(), "--listen", "tcp://127.0.0.1:0", *args],
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
+                env=env,
             )
         deadline = time.monotonic() + 10
         self.uri = ""
@@ -54,6 +57,20 @@ class Server:
         if not self.uri:
             self.proc.kill()
             raise RuntimeError(f"kvring-server did not start; see {self.log}")
+
+    def pause(self) -> None:
+        """SIGSTOP, returning once the process is stopped."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                    return
+            time.sleep(0.001)
+        raise RuntimeError("kvring-server did not stop")
+
+    def resume(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
 
     def stop(self) -> int:
         if self.proc.poll() is None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
-import signal
 import time
 
 from conftest import expected, fill
@@ -54,13 +52,13 @@ def test_deadline_fires_without_fd_activity(tmp_path):
             ba = bytearray(4096)
             eng.register(ba)
             assert await t.aput(["k"], [ba]) == [4096]
-            os.kill(s.proc.pid, signal.SIGSTOP)
+            s.pause()
             try:
                 t0 = time.monotonic()
                 res = await t.aget(["k"], [ba], timeout_ms=500)
                 took = time.monotonic() - t0
             finally:
-                os.kill(s.proc.pid, signal.SIGCONT)
+                s.resume()
             assert res == [-errno.ETIMEDOUT]
             assert 0.4 < took < 5
 
