@@ -92,6 +92,7 @@ from lmcache.v1.distributed.l2_adapters.native_connector_l2_adapter import (  # 
 from lmcache.v1.distributed.l2_adapters.native_plugin_l2_adapter import (  # noqa: F401
     NativePluginL2AdapterConfig,
 )
+import lmcache_rust_raw_block_io  # noqa: F401  (backend of the raw_block adapter)
 print("install-python-deps: lmcache", lmcache.__version__, "imports OK")
 EOF
 LMCACHE_DISABLE_BANNER=1 PYTHONWARNINGS=ignore \
