@@ -289,8 +289,10 @@ struct kvr_store_opts {
 	uint32_t size;	     /* sizeof(struct kvr_store_opts) */
 	uint32_t flags;	     /* KVR_STORE_* */
 	uint64_t capacity;   /* file store: data capacity in bytes when
-				creating (default: the file's size, or 1 GiB
-				for a new file). mem: overrides SIZE */
+				creating; the file is sized to it (default:
+				what the size of a device or of a non-empty
+				file leaves, see kvr_store_open(); 1 GiB for
+				a missing or empty file). mem: overrides SIZE */
 	uint32_t timeout_ms; /* default deadline of this target's batches
 				(default: the engine's) */
 };
@@ -302,16 +304,34 @@ struct kvr_store_opts {
  *   "file:PATH"  a file or block device driven with O_DIRECT. An existing
  *                store is reopened (its objects are found again after a clean
  *                close or a crash). A missing or empty file (or one whose
- *                store header area is all zeros) gets a new store of
- *                opts->capacity, unless KVR_STORE_NO_CREATE. Any other
- *                content is never overwritten without KVR_STORE_TRUNCATE.
- *                The store is locked (flock) for one process at a time.
+ *                store header area is all zeros) gets a new store, unless
+ *                KVR_STORE_NO_CREATE. Any other content is never
+ *                overwritten without KVR_STORE_TRUNCATE. The store is
+ *                locked (flock) for one process at a time.
+ *                Capacity of a new store: opts->capacity if set (a file is
+ *                then resized to hold it; a device holds at most what it
+ *                has). Otherwise a block device, or a file that already
+ *                has a size (pre-sized with ftruncate/fallocate), keeps
+ *                that size S and the data area is what the store's header
+ *                leaves: S - D rounded down to 4 KiB, where D = 8 KiB of
+ *                superblocks + two metadata-log halves of S/64 each
+ *                (rounded down to a MiB, at least 8 MiB, at most 1 GiB),
+ *                rounded up to a MiB; e.g. 47 MiB of a 64 MiB file, and
+ *                -ENOSPC for S <= D + 4 KiB (about 17 MiB). A missing or
+ *                empty file gets 1 GiB (and grows to about 1.03 GiB).
+ *                If creating the store fails (e.g. -ENOSPC, -EFBIG), a file
+ *                this call created is removed, and one that existed gets
+ *                back its size, with a zeroed header.
  * opts may be NULL. On success *out owns the target.
  * Errors: -EINVAL (bad URI, size or options), -ENOENT (file missing and
  * KVR_STORE_NO_CREATE), -EUCLEAN (the file holds no valid store — foreign
  * content, or empty with KVR_STORE_NO_CREATE — or a store of an unknown
  * version), -EBUSY (another process has the store open), -ENOMEM,
- * -ENOSPC, or the errno of open/fallocate/read.
+ * -ENOSPC (no room on the file system, or a device or file too small),
+ * -EFBIG (a capacity past the largest file), or the errno of
+ * open/fallocate/read. Log records that no store could have written (an
+ * extent outside the data area, an impossible sequence number) are dropped
+ * at open, like torn ones, with a warning in the log.
  */
 int kvr_store_open(kvr_engine *e, const char *uri, const struct kvr_store_opts *opts,
 		   kvr_target **out);

@@ -10,7 +10,9 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #define ARENA (32u << 20)
@@ -378,14 +380,269 @@ static void test_file_backed_memory(void **state)
 	teardown(&f);
 }
 
+/* ------------------------------------------------- crafted files, sizing */
+
+/* The newer valid superblock copy of a closed store. */
+static void read_super(const char *path, struct fs_super *out)
+{
+	uint8_t b[FS_BLOCK];
+	bool found = false;
+	int fd = open(path, O_RDONLY);
+
+	assert_true(fd >= 0);
+	for (int i = 0; i < 2; i++) {
+		struct fs_super sb;
+		uint32_t crc;
+
+		assert_int_equal(pread(fd, b, FS_BLOCK, (off_t)i * FS_BLOCK), FS_BLOCK);
+		memcpy(&sb, b, sizeof(sb));
+		crc = sb.crc;
+		memset(b + offsetof(struct fs_super, crc), 0, sizeof(crc));
+		if (sb.magic != FS_MAGIC || kvr_crc32c(0, b, FS_BLOCK) != crc)
+			continue;
+		if (!found || sb.gen > out->gen)
+			*out = sb;
+		found = true;
+	}
+	close(fd);
+	assert_true(found);
+}
+
+struct crafted {
+	const char *key;
+	uint64_t off, len, seq;
+};
+
+/* Append one log block holding recs after the last valid block of the
+ * active half: a block the store itself could have written (right magic,
+ * uuid, generation, position and crc32c), with whatever offsets, lengths
+ * and sequence numbers the records claim. */
+static void append_block(const char *path, const struct crafted *recs, int n)
+{
+	struct fs_super sb = {0};
+	uint8_t b[FS_BLOCK];
+	struct fs_logblk h;
+	uint64_t base, pos = 0;
+	int fd;
+
+	read_super(path, &sb);
+	base = sb.log_off + sb.active * sb.log_half;
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	for (;; pos++) {
+		assert_int_equal(pread(fd, &h, sizeof(h), (off_t)(base + pos * FS_BLOCK)),
+				 sizeof(h));
+		if (h.magic != FS_LOG_MAGIC || h.uuid != sb.uuid || h.log_gen != sb.log_gen ||
+		    h.pos != pos)
+			break;
+	}
+	memset(b, 0, sizeof(b));
+	h = (struct fs_logblk){
+	    .magic = FS_LOG_MAGIC, .uuid = sb.uuid, .log_gen = sb.log_gen, .pos = pos};
+	for (int i = 0; i < n; i++) {
+		size_t kl = strlen(recs[i].key);
+		struct fs_rec rec = {.type = FS_REC_PUT,
+				     .key_len = (uint16_t)kl,
+				     .crc = 0x12345678,
+				     .off = recs[i].off,
+				     .len = recs[i].len,
+				     .seq = recs[i].seq};
+
+		assert_true(h.used + FS_REC_SIZE(kl) <= FS_BLK_ROOM);
+		memcpy(b + sizeof(h) + h.used, &rec, sizeof(rec));
+		memcpy(b + sizeof(h) + h.used + sizeof(rec), recs[i].key, kl);
+		h.used += (uint16_t)FS_REC_SIZE(kl);
+		h.nrec++;
+	}
+	memcpy(b, &h, sizeof(h));
+	h.crc = kvr_crc32c(0, b, FS_BLOCK); /* computed with the crc field zero */
+	memcpy(b, &h, sizeof(h));
+	assert_int_equal(pwrite(fd, b, FS_BLOCK, (off_t)(base + pos * FS_BLOCK)), FS_BLOCK);
+	assert_int_equal(fsync(fd), 0);
+	close(fd);
+}
+
+/* Every indexed object lies inside the data area, in space of its own. */
+static void assert_index_sane(struct fx *f)
+{
+	struct filestore *fs = (struct filestore *)f->t;
+
+	for (struct kvr_entry *en = fs->s.ix.lru_head; en; en = en->lru_next) {
+		assert_true(en->len > 0 && en->len <= en->alloc_len);
+		assert_true(en->off <= fs->sb.capacity);
+		assert_true(en->alloc_len <= fs->sb.capacity - en->off);
+	}
+	assert_true(fs->s.seq < UINT64_MAX / 2);
+}
+
+/* A log block with a valid crc but impossible records: an extent whose end
+ * wraps past 2^64 (by length or by offset) and a sequence number at the top
+ * of its range are corruption, dropped at replay like any other bad record;
+ * the open succeeds and the rest of the store is intact. */
+static void test_crafted_log_records(void **state)
+{
+	struct fx f;
+	uint64_t cap;
+
+	setup(&f, "fs_crafted", 0, 16 << 20);
+	cap = ((struct filestore *)f.t)->sb.capacity;
+	kvt_fill(f.buf, 8192, 41);
+	assert_int_equal(op1(&f, KVR_OP_PUT, "ok", f.buf, 8192), 8192);
+	assert_int_equal(kvr_target_close(f.t), 0);
+	const struct crafted recs[] = {
+	    {"wrap-len", 4096, (uint64_t)-120, 2},		   /* off + len wraps to 3976 */
+	    {"wrap-off", (uint64_t)-4096, 8192, 3},		   /* off + len wraps to 4096 */
+	    {"seq-max", cap - 4096, 100, UINT64_MAX},		   /* ++seq would wrap to 0 */
+	    {"seq-high", cap - 12288, 100, (UINT64_MAX >> 1) + 1}, /* a counter never gets there */
+	    {"sane", cap - 8192, 100, 4},			   /* replayed: the block is read */
+	};
+
+	append_block(f.path, recs, 5);
+	assert_int_equal(open_store(&f, KVR_STORE_NO_CREATE, 0), 0);
+	assert_index_sane(&f);
+	assert_int_equal(op1(&f, KVR_OP_EXISTS, "wrap-len", NULL, 0), -ENOENT);
+	assert_int_equal(op1(&f, KVR_OP_EXISTS, "wrap-off", NULL, 0), -ENOENT);
+	assert_int_equal(op1(&f, KVR_OP_EXISTS, "seq-max", NULL, 0), -ENOENT);
+	assert_int_equal(op1(&f, KVR_OP_EXISTS, "seq-high", NULL, 0), -ENOENT);
+	assert_int_equal(op1(&f, KVR_OP_EXISTS, "sane", NULL, 0), 100);
+	memset(f.buf + 65536, 0, 8192);
+	assert_int_equal(op1(&f, KVR_OP_GET, "ok", f.buf + 65536, 8192), 8192);
+	assert_true(kvt_check(f.buf + 65536, 8192, 41));
+	/* newer still wins: a replacement survives a reopen */
+	kvt_fill(f.buf, 8192, 42);
+	assert_int_equal(op1(&f, KVR_OP_PUT, "ok", f.buf, 8192), 8192);
+	reopen(&f, KVR_STORE_NO_CREATE);
+	assert_index_sane(&f);
+	assert_int_equal(op1(&f, KVR_OP_GET, "ok", f.buf + 65536, 8192), 8192);
+	assert_true(kvt_check(f.buf + 65536, 8192, 42));
+	teardown(&f);
+}
+
+static uint64_t file_size(const char *path)
+{
+	struct stat st;
+
+	assert_int_equal(stat(path, &st), 0);
+	return (uint64_t)st.st_size;
+}
+
+/* A new store in a pre-sized file takes the file's size (less the header
+ * and log); a missing or empty one gets opts->capacity or 1 GiB. */
+static void test_presized_file(void **state)
+{
+	struct fx f;
+	struct kvr_stats st;
+	int fd;
+
+	f.e = kvt_engine();
+	f.buf = kvt_alloc_mem(ARENA);
+	assert_int_equal(kvr_mem_register(f.e, f.buf, ARENA, 0, &f.mr), 0);
+	snprintf(f.path, sizeof(f.path), "%s", kvt_path("fs_presized"));
+	snprintf(f.uri, sizeof(f.uri), "file:%s", f.path);
+	unlink(f.path);
+	fd = open(f.path, O_CREAT | O_RDWR | O_EXCL, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 64 << 20), 0);
+	close(fd);
+	assert_int_equal(open_store(&f, 0, 0), 0);
+	kvr_target_stats(f.t, &st);
+	/* 8 KiB superblocks + two 8 MiB log halves, rounded up to 17 MiB */
+	assert_int_equal(st.capacity_bytes, 47ull << 20);
+	assert_int_equal(file_size(f.path), 64 << 20);
+	kvt_fill(f.buf, 1 << 20, 9);
+	assert_int_equal(op1(&f, KVR_OP_PUT, "p", f.buf, 1 << 20), 1 << 20);
+	reopen(&f, KVR_STORE_NO_CREATE);
+	kvr_target_stats(f.t, &st);
+	assert_int_equal(st.capacity_bytes, 47ull << 20);
+	memset(f.buf + (4 << 20), 0, 1 << 20);
+	assert_int_equal(op1(&f, KVR_OP_GET, "p", f.buf + (4 << 20), 1 << 20), 1 << 20);
+	assert_true(kvt_check(f.buf + (4 << 20), 1 << 20, 9));
+	assert_int_equal(kvr_target_close(f.t), 0);
+	assert_int_equal(file_size(f.path), 64 << 20);
+	/* an explicit capacity still wins over the file's size */
+	assert_int_equal(truncate(f.path, 0), 0);
+	assert_int_equal(truncate(f.path, 64 << 20), 0);
+	assert_int_equal(open_store(&f, 0, 16 << 20), 0);
+	kvr_target_stats(f.t, &st);
+	assert_int_equal(st.capacity_bytes, 16 << 20);
+	assert_int_equal(kvr_target_close(f.t), 0);
+	/* too small to hold the log: refused, the file left as it was */
+	assert_int_equal(truncate(f.path, 0), 0);
+	assert_int_equal(truncate(f.path, 1 << 20), 0);
+	assert_int_equal(open_store(&f, 0, 0), -ENOSPC);
+	assert_non_null(strstr(kvr_engine_errmsg(f.e), "too small"));
+	assert_int_equal(file_size(f.path), 1 << 20);
+	/* empty or missing: 1 GiB */
+	assert_int_equal(truncate(f.path, 0), 0);
+	assert_int_equal(open_store(&f, 0, 0), 0);
+	kvr_target_stats(f.t, &st);
+	assert_int_equal(st.capacity_bytes, 1ull << 30);
+	assert_int_equal(kvr_target_close(f.t), 0);
+	unlink(f.path);
+	assert_int_equal(open_store(&f, 0, 0), 0);
+	kvr_target_stats(f.t, &st);
+	assert_int_equal(st.capacity_bytes, 1ull << 30);
+	teardown(&f);
+}
+
+/* A format that cannot size the file leaves nothing behind: a file the open
+ * created is removed, a file that was there keeps its size. */
+static void test_failed_format_cleans_up(void **state)
+{
+	struct fx f;
+	struct statfs sfs;
+	char shm[256];
+	int fd, rc;
+
+	f.e = kvt_engine();
+	snprintf(f.path, sizeof(f.path), "%s", kvt_path("fs_nospace"));
+	snprintf(f.uri, sizeof(f.uri), "file:%s", f.path);
+	unlink(f.path);
+	/* 1 PiB: beyond what the file system takes (-EFBIG past its largest
+	 * file, -ENOSPC past its free space) */
+	rc = open_store(&f, 0, 1ull << 50);
+	assert_true(rc == -ENOSPC || rc == -EFBIG);
+	assert_non_null(strstr(kvr_engine_errmsg(f.e), "cannot size"));
+	assert_int_equal(access(f.path, F_OK), -1);
+	assert_int_equal(errno, ENOENT);
+	fd = open(f.path, O_CREAT | O_RDWR | O_EXCL, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 1 << 20), 0);
+	close(fd);
+	rc = open_store(&f, 0, 1ull << 50);
+	assert_true(rc == -ENOSPC || rc == -EFBIG);
+	assert_int_equal(file_size(f.path), 1 << 20);
+	/* a capacity past the free space of a tmpfs, which refuses the whole
+	 * fallocate up front: exactly -ENOSPC */
+	snprintf(shm, sizeof(shm), "/dev/shm/kvr-fs-nospace.%d", (int)getpid());
+	if (statfs("/dev/shm", &sfs) == 0 && sfs.f_type == TMPFS_MAGIC && sfs.f_blocks) {
+		snprintf(f.uri, sizeof(f.uri), "file:%s", shm);
+		unlink(shm);
+		rc = open_store(&f, 0, 2 * (uint64_t)sfs.f_blocks * (uint64_t)sfs.f_bsize);
+		assert_int_equal(rc, -ENOSPC);
+		assert_int_equal(access(shm, F_OK), -1);
+	} else {
+		print_message("no tmpfs at /dev/shm: the exact -ENOSPC case is skipped\n");
+	}
+	kvr_engine_destroy(f.e);
+	unlink(f.path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_aligned_is_direct),	  cmocka_unit_test(test_unaligned_fallback),
-	    cmocka_unit_test(test_ops_and_reopen),	  cmocka_unit_test(test_checksum_failure),
-	    cmocka_unit_test(test_eviction_and_no_evict), cmocka_unit_test(test_log_compaction),
-	    cmocka_unit_test(test_replace_is_atomic),	  cmocka_unit_test(test_open_errors),
+	    cmocka_unit_test(test_aligned_is_direct),
+	    cmocka_unit_test(test_unaligned_fallback),
+	    cmocka_unit_test(test_ops_and_reopen),
+	    cmocka_unit_test(test_checksum_failure),
+	    cmocka_unit_test(test_eviction_and_no_evict),
+	    cmocka_unit_test(test_log_compaction),
+	    cmocka_unit_test(test_replace_is_atomic),
+	    cmocka_unit_test(test_open_errors),
 	    cmocka_unit_test(test_file_backed_memory),
+	    cmocka_unit_test(test_crafted_log_records),
+	    cmocka_unit_test(test_presized_file),
+	    cmocka_unit_test(test_failed_format_cleans_up),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -348,7 +348,9 @@ int fs_log_compact(struct filestore *fs, bool clean)
 
 /* ---------------------------------------------------------------- replay */
 
-static void replay_rec(struct filestore *fs, const struct fs_rec *rec)
+/* False for a record no store could have written (the caller counts it and
+ * goes on: like a record cut short, it is dropped, not fatal). */
+static bool replay_rec(struct filestore *fs, const struct fs_rec *rec)
 {
 	struct kvr_store *s = &fs->s;
 	uint64_t hash = kvr_key_hash(rec->key, rec->key_len);
@@ -360,14 +362,19 @@ static void replay_rec(struct filestore *fs, const struct fs_rec *rec)
 			kvr_index_unlink(&s->ix, en);
 			kvr_entry_recycle(&s->ix, en);
 		}
-		return;
+		return true;
 	}
+	/* Written as `len > cap - off`: `off + len` can wrap past 2^64 and
+	 * pass, leaving an entry whose rounded length is 0, i.e. no space. A
+	 * sequence number past FS_SEQ_MAX would let ++seq wrap, and the next
+	 * put would then lose "newer wins" to every older object. */
 	if (rec->type != FS_REC_PUT || !rec->len || rec->off % s->al.unit ||
-	    rec->off + rec->len > s->al.capacity)
-		return;
+	    rec->off > s->al.capacity || rec->len > s->al.capacity - rec->off ||
+	    rec->seq > FS_SEQ_MAX)
+		return false;
 	en = kvr_entry_alloc(&s->ix, rec->key, rec->key_len, hash);
 	if (!en)
-		return;
+		return true; /* out of memory, not corruption: the object is lost */
 	en->off = rec->off;
 	en->len = rec->len;
 	en->alloc_len = kvr_alloc_round(&s->al, rec->len);
@@ -378,6 +385,7 @@ static void replay_rec(struct filestore *fs, const struct fs_rec *rec)
 	old = kvr_index_insert(&s->ix, en);
 	if (old)
 		kvr_entry_recycle(&s->ix, old);
+	return true;
 }
 
 static int cmp_seq_desc(const void *a, const void *b)
@@ -419,7 +427,7 @@ static int reserve_extents(struct filestore *fs)
 int fs_log_replay(struct filestore *fs)
 {
 	struct fs_log *l = &fs->log;
-	uint64_t base = fs->sb.log_off + fs->sb.active * fs->sb.log_half, pos = 0;
+	uint64_t base = fs->sb.log_off + fs->sb.active * fs->sb.log_half, pos = 0, bad = 0;
 	uint8_t *buf;
 	bool end = false;
 	int rc = 0;
@@ -455,9 +463,12 @@ int fs_log_replay(struct filestore *fs)
 
 				if (off + sizeof(*rec) > h->used ||
 				    off + FS_REC_SIZE(rec->key_len) > h->used || !rec->key_len ||
-				    rec->key_len > KVR_MAX_KEY)
+				    rec->key_len > KVR_MAX_KEY) {
+					bad++; /* the rest of the block is unreadable */
 					break;
-				replay_rec(fs, rec);
+				}
+				if (!replay_rec(fs, rec))
+					bad++;
 				off += (uint32_t)FS_REC_SIZE(rec->key_len);
 			}
 		}
@@ -465,6 +476,9 @@ int fs_log_replay(struct filestore *fs)
 	free(buf);
 	if (rc)
 		return rc;
+	if (bad)
+		kvr_log(fs->s.t.e, KVR_LOG_WARN, "%s: %llu corrupt log records dropped at open",
+			fs->path, (unsigned long long)bad);
 	l->wseq = l->cseq = pos;
 	l->half_base = 0;
 	blk_reset(blk_at(l, l->cseq));

@@ -370,11 +370,36 @@ static int super_read(struct filestore *fs, uint64_t size)
 	return found;
 }
 
-static int format(struct filestore *fs, uint64_t size, bool blkdev, uint64_t want)
+/* Give the file its blocks now, so that a put never meets a full file
+ * system. A file that keeps its size is only filled in, never truncated:
+ * its blocks may be the very ones its owner set aside. */
+static int size_file(struct filestore *fs, uint64_t total, bool keep)
+{
+	int err = 0;
+
+	if (!keep && ftruncate(fs->fd, 0))
+		err = errno;
+	else if (fallocate(fs->fd, 0, 0, (off_t)total))
+		err = errno;
+	if (err == EOPNOTSUPP) /* then sparse: blocks are found as they are written */
+		err = keep || !ftruncate(fs->fd, (off_t)total) ? 0 : errno;
+	if (err)
+		kvr_set_errmsg(fs->s.t.e, "%s: cannot size the file to %llu bytes: %s", fs->path,
+			       (unsigned long long)total, strerror(err));
+	return -err;
+}
+
+/* Lay out a new store. A block device, or a file that already has a size
+ * when no capacity is asked for, keeps its size (kvring.h promises it): the
+ * data area is what the superblocks and the log leave. Anything else is
+ * sized to hold `want` (default 1 GiB). */
+static int format(struct filestore *fs, uint64_t size, uint64_t want)
 {
 	kvr_engine *e = fs->s.t.e;
-	uint64_t cap = want ? want : blkdev ? size : DEFAULT_CAPACITY;
+	bool keep = fs->blkdev || (!want && size);
+	uint64_t cap = want ? want : keep ? size : DEFAULT_CAPACITY;
 	uint64_t half = cap / 64 / MIB * MIB;
+	int rc;
 
 	half = half < 8 * MIB ? 8 * MIB : half > 1024 * MIB ? 1024 * MIB : half;
 	memset(&fs->sb, 0, sizeof(fs->sb));
@@ -385,30 +410,28 @@ static int format(struct filestore *fs, uint64_t size, bool blkdev, uint64_t wan
 	fs->sb.log_half = half;
 	fs->sb.data_off = (FS_SUPER_SIZE + 2 * half + MIB - 1) / MIB * MIB;
 	fs->sb.log_gen = 1;
-	if (blkdev) {
+	if (keep) {
 		if (size <= fs->sb.data_off + FS_BLOCK) {
-			kvr_set_errmsg(e, "%s: device too small", fs->path);
+			kvr_set_errmsg(e,
+				       "%s: %llu bytes is too small for a store (it needs more "
+				       "than %llu)",
+				       fs->path, (unsigned long long)size,
+				       (unsigned long long)(fs->sb.data_off + FS_BLOCK));
 			return -ENOSPC;
 		}
 		if (cap > size - fs->sb.data_off)
 			cap = size - fs->sb.data_off;
+	} else if (cap > (uint64_t)INT64_MAX - fs->sb.data_off) {
+		/* data_off + cap would not fit an off_t (or would wrap) */
+		kvr_set_errmsg(e, "%s: capacity %llu is past the largest file", fs->path,
+			       (unsigned long long)cap);
+		return -EFBIG;
 	}
 	fs->sb.capacity = cap / FS_BLOCK * FS_BLOCK;
 	if (getrandom(&fs->sb.uuid, sizeof(fs->sb.uuid), 0) != sizeof(fs->sb.uuid))
 		fs->sb.uuid = kvr_now_ns() ^ ((uint64_t)getpid() << 32);
-	if (!blkdev) {
-		uint64_t total = fs->sb.data_off + fs->sb.capacity;
-
-		if (ftruncate(fs->fd, 0) || fallocate(fs->fd, 0, 0, (off_t)total)) {
-			int err = errno;
-
-			if (err != EOPNOTSUPP || ftruncate(fs->fd, (off_t)total)) {
-				kvr_set_errmsg(e, "%s: cannot size the file to %llu bytes: %s",
-					       fs->path, (unsigned long long)total, strerror(err));
-				return err == ENOSPC ? -ENOSPC : -err;
-			}
-		}
-	}
+	if (!fs->blkdev && (rc = size_file(fs, fs->sb.data_off + fs->sb.capacity, keep)) != 0)
+		return rc;
 	/* Both superblock copies: a stale copy from an earlier store must not
 	 * outrank the new one. */
 	memset(fs->sbuf, 0, FS_BLOCK);
@@ -416,6 +439,27 @@ static int format(struct filestore *fs, uint64_t size, bool blkdev, uint64_t wan
 	    pwrite(fs->fd, fs->sbuf, FS_BLOCK, FS_BLOCK) != FS_BLOCK)
 		return -EIO;
 	return fs_super_write(fs);
+}
+
+/* An open that formatted and then failed leaves things as it found them: a
+ * file it created is removed; a file or device that was there loses the new
+ * superblocks (its header was zeros, or TRUNCATE was asked for, so nothing
+ * else is lost) and a file gets back its size, so the next open sees what
+ * this one saw. Best effort: the open's own error is what the caller gets. */
+static void unformat(struct filestore *fs)
+{
+	if (fs->created) {
+		unlink(fs->path);
+		return;
+	}
+	memset(fs->sbuf, 0, FS_BLOCK);
+	if (pwrite(fs->fd, fs->sbuf, FS_BLOCK, 0) != FS_BLOCK ||
+	    pwrite(fs->fd, fs->sbuf, FS_BLOCK, FS_BLOCK) != FS_BLOCK)
+		kvr_log(fs->s.t.e, KVR_LOG_WARN, "%s: cannot clear the superblocks", fs->path);
+	if (!fs->blkdev && ftruncate(fs->fd, (off_t)fs->orig_size))
+		kvr_log(fs->s.t.e, KVR_LOG_WARN, "%s: cannot restore its size %llu", fs->path,
+			(unsigned long long)fs->orig_size);
+	fdatasync(fs->fd);
 }
 
 /* One process per store. A process that just died may still own in-flight
@@ -439,8 +483,12 @@ static int open_fds(struct filestore *fs, const struct kvr_store_opts *o)
 	int flags = O_RDWR | O_CLOEXEC;
 
 	fs->fd = open(fs->path, flags | O_DIRECT);
-	if (fs->fd < 0 && errno == ENOENT && !(o->flags & KVR_STORE_NO_CREATE))
+	if (fs->fd < 0 && errno == ENOENT && !(o->flags & KVR_STORE_NO_CREATE)) {
 		fs->fd = open(fs->path, flags | O_DIRECT | O_CREAT | O_EXCL, 0644);
+		/* O_EXCL makes the file ours, also when O_DIRECT is then refused:
+		 * the kernel checks O_DIRECT (EINVAL) only after the create. */
+		fs->created = fs->fd >= 0 || errno == EINVAL;
+	}
 	if (fs->fd < 0 && errno == EINVAL) {
 		/* No O_DIRECT on this file system: the page cache does it all. */
 		fs->direct = false;
@@ -483,8 +531,8 @@ static void probe_align(struct filestore *fs)
 static int open_store(struct filestore *fs, const struct kvr_store_opts *o)
 {
 	kvr_engine *e = fs->s.t.e;
-	bool blkdev, fresh;
 	struct stat st;
+	bool fresh;
 	uint64_t size;
 	int rc = open_fds(fs, o);
 
@@ -492,13 +540,13 @@ static int open_store(struct filestore *fs, const struct kvr_store_opts *o)
 		return rc;
 	if (fstat(fs->fd, &st))
 		return -errno;
-	blkdev = S_ISBLK(st.st_mode);
-	if (!blkdev && !S_ISREG(st.st_mode)) {
+	fs->blkdev = S_ISBLK(st.st_mode);
+	if (!fs->blkdev && !S_ISREG(st.st_mode)) {
 		kvr_set_errmsg(e, "%s: not a regular file or block device", fs->path);
 		return -EINVAL;
 	}
-	size = (uint64_t)st.st_size;
-	if (blkdev && ioctl(fs->fd, BLKGETSIZE64, &size))
+	size = fs->orig_size = (uint64_t)st.st_size;
+	if (fs->blkdev && ioctl(fs->fd, BLKGETSIZE64, &size))
 		return -errno;
 	probe_align(fs);
 	if (posix_memalign((void **)&fs->sbuf, FS_BLOCK, FS_BLOCK))
@@ -524,7 +572,7 @@ static int open_store(struct filestore *fs, const struct kvr_store_opts *o)
 		return -EUCLEAN;
 	}
 	fs->formatted = fresh;
-	if (fresh && (rc = format(fs, size, blkdev, o->capacity)) != 0)
+	if (fresh && (rc = format(fs, size, o->capacity)) != 0)
 		return rc;
 	return 0;
 }
@@ -550,6 +598,8 @@ int kvr_filestore_open(kvr_engine *e, const char *path, const struct kvr_store_o
 	if (!rc)
 		rc = kvr_store_init(&fs->s, e, &fs_ops, o, fs->sb.capacity, fs->sb.unit);
 	if (rc) {
+		if (fs->formatted)
+			unformat(fs);
 		fs_release(fs);
 		free(fs);
 		return rc;
@@ -568,6 +618,8 @@ int kvr_filestore_open(kvr_engine *e, const char *path, const struct kvr_store_o
 	if (rc) {
 		kvr_target_forget(&fs->s.t);
 		kvr_store_fini(&fs->s);
+		if (fs->formatted)
+			unformat(fs);
 		fs_release(fs);
 		free(fs);
 		return rc;

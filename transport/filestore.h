@@ -75,6 +75,10 @@ _Static_assert(sizeof(struct fs_super) == 88 && sizeof(struct fs_logblk) == 40 &
 		   sizeof(struct fs_rec) == 32,
 	       "on-disk structs have no hidden padding");
 
+/* Highest sequence number a log record may carry: one per put never gets
+ * near it, and the headroom keeps ++seq from wrapping. */
+#define FS_SEQ_MAX (UINT64_MAX >> 1)
+
 #define FS_REC_SIZE(klen) ((sizeof(struct fs_rec) + (klen) + 7) & ~(size_t)7)
 #define FS_BLK_ROOM	  (FS_BLOCK - sizeof(struct fs_logblk))
 
@@ -104,7 +108,10 @@ struct filestore {
 	int slot_direct; /* registered file slots, -1 if none */
 	int slot_buf;
 	bool direct;
-	bool formatted;	    /* this open created the store */
+	bool formatted; /* this open created the store */
+	bool created;	/* ...and the file (unlinked if the open fails) */
+	bool blkdev;
+	uint64_t orig_size; /* the file's size before this open */
 	uint32_t mem_align; /* O_DIRECT memory alignment */
 	struct fs_super sb;
 	uint8_t *sbuf; /* aligned scratch block for superblock writes */
