@@ -442,6 +442,32 @@ static PyObject *Connector_delete(kvpy_Connector *c, PyObject *k)
 	return submit(c, KVR_OP_REMOVE, k, Py_None);
 }
 
+/* (id, ok, error, per-key results): ok is False only for a batch that
+ * failed as a whole; results are kvring's (bytes or a negative errno). */
+static PyObject *completion_raw(struct rec *r)
+{
+	PyObject *res = NULL, *t;
+
+	if (!r->err) {
+		res = PyList_New((Py_ssize_t)r->d.n);
+		for (size_t i = 0; res && i < r->d.n; i++) {
+			PyObject *v = PyLong_FromLongLong(r->d.results[i]);
+
+			if (!v) {
+				Py_CLEAR(res);
+				return NULL;
+			}
+			PyList_SET_ITEM(res, (Py_ssize_t)i, v);
+		}
+		if (!res)
+			return NULL;
+	}
+	t = Py_BuildValue("(KOsO)", (unsigned long long)r->id, r->err ? Py_False : Py_True,
+			  r->err ? r->msg : NULL, res ? res : Py_None);
+	Py_XDECREF(res);
+	return t;
+}
+
 /* One completion tuple: (id, ok, error, per-key bools or None). */
 static PyObject *completion(struct rec *r)
 {
@@ -510,7 +536,7 @@ static void rec_free_list(struct rec *r)
 	}
 }
 
-static PyObject *Connector_drain(kvpy_Connector *c, PyObject *unused)
+static PyObject *drain(kvpy_Connector *c, PyObject *(*make)(struct rec *))
 {
 	uint64_t cnt;
 	PyObject *out;
@@ -525,7 +551,7 @@ static PyObject *Connector_drain(kvpy_Connector *c, PyObject *unused)
 	out = PyList_New(0);
 	while (r) {
 		struct rec *n = r->next;
-		PyObject *t = out ? completion(r) : NULL;
+		PyObject *t = out ? make(r) : NULL;
 
 		if (!t || PyList_Append(out, t))
 			Py_CLEAR(out);
@@ -535,6 +561,16 @@ static PyObject *Connector_drain(kvpy_Connector *c, PyObject *unused)
 		r = n;
 	}
 	return out;
+}
+
+static PyObject *Connector_drain(kvpy_Connector *c, PyObject *unused)
+{
+	return drain(c, completion);
+}
+
+static PyObject *Connector_drain_results(kvpy_Connector *c, PyObject *unused)
+{
+	return drain(c, completion_raw);
 }
 
 static void conn_close(kvpy_Connector *c)
@@ -628,6 +664,11 @@ static PyMethodDef Connector_methods[] = {
     {"drain_completions", (PyCFunction)Connector_drain, METH_NOARGS,
      "drain_completions() -> list[tuple[int, bool, str | None, list[bool] | None]]\n\n"
      "Reset the eventfd and return every completion since the last call, oldest first."},
+    {"drain_results", (PyCFunction)Connector_drain_results, METH_NOARGS,
+     "drain_results() -> list[tuple[int, bool, str | None, list[int] | None]]\n\n"
+     "As drain_completions(), with kvring's own per-key results (bytes, or a negative "
+     "errno) for every op; ok is False only for a batch that failed as a whole (results "
+     "None). Use one of the two drains per connector."},
     {"close", (PyCFunction)Connector_close, METH_NOARGS,
      "close() -> None\n\nStop the engine thread and join it; pending batches emit no "
      "completion and their buffers are released. Idempotent."},
