@@ -239,3 +239,32 @@ def test_rdma_uri_is_accepted_or_clearly_refused():
         eng.register(ba)
         res = t.get(["a"], [ba]).wait()
         assert res[0] < 0 and res[0] != -errno.ENOENT
+
+
+def test_limits_at_and_past():
+    """MAX_KEY, MAX_SGE and max_objects: at the limit works, one past raises."""
+    with kvring.Engine(max_objects=64) as eng:
+        t = eng.open("mem:16M")
+        ba = bytearray(1 << 20)
+        eng.register(ba)
+        mv = memoryview(ba)
+        sgl = [mv[i * 1024 : (i + 1) * 1024] for i in range(kvring.MAX_SGE)]
+        memoryview(ba)[: 256 << 10] = expected(256 << 10, 77)
+        assert t.put(["sgl"], [sgl]).wait() == [256 << 10]
+        out = [mv[(512 << 10) + i * 1024 : (512 << 10) + (i + 1) * 1024] for i in range(256)]
+        assert t.get(["sgl"], [out]).wait() == [256 << 10]
+        assert mv[512 << 10 : 768 << 10] == expected(256 << 10, 77)
+        with pytest.raises(kvring.Error) as ei:
+            t.put(["sgl"], [sgl + [mv[-10:]]])
+        assert ei.value.errno == errno.E2BIG
+        k = "k" * kvring.MAX_KEY
+        assert t.put([k], [mv[:10]]).wait() == [10]
+        with pytest.raises(kvring.Error) as ei:
+            t.put([k + "k"], [mv[:10]])
+        assert ei.value.errno == errno.ENAMETOOLONG
+        keys = [f"o{i}" for i in range(64)]
+        bufs = [mv[i * 16 : (i + 1) * 16] for i in range(65)]
+        assert t.put(keys, bufs[:64]).wait() == [16] * 64
+        with pytest.raises(kvring.Error) as ei:
+            t.put(keys + ["o64"], bufs)
+        assert ei.value.errno == errno.E2BIG
