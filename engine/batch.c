@@ -82,12 +82,6 @@ static int check_overlap(struct kvr_sgx *sgx, size_t n, struct kvr_sgx **scratch
 static void batch_finish(kvr_engine *e, struct kvr_batch *b)
 {
 	kvr_timer_del(&e->timers, &b->deadline);
-	for (uint32_t i = 0; i < b->n; i++) {
-		struct kvr_objd *o = &b->objs[i];
-
-		for (uint32_t j = 0; j < o->nsge; j++)
-			o->sgx[j].mr->inflight--;
-	}
 	b->next = NULL;
 	if (e->done_tail)
 		e->done_tail->next = b;
@@ -306,6 +300,11 @@ int kvr_batches_run_done(kvr_engine *e)
 		e->in_cb = true;
 		b->cb(b->ctx, b->n, b->results);
 		e->in_cb = false;
+		/* The regions stay busy until the callback has run: only then
+		 * is the caller told the memory is its own again. */
+		for (uint32_t i = 0; i < b->n; i++)
+			for (uint32_t j = 0; j < b->objs[i].nsge; j++)
+				b->objs[i].sgx[j].mr->inflight--;
 		free(b);
 		ran++;
 		b = next;

@@ -266,7 +266,8 @@ int kvr_mem_register(kvr_engine *e, void *addr, size_t len, unsigned flags, kvr_
 
 /**
  * Deregister a region. Errors: -EINVAL (NULL), -EBUSY (a batch using the
- * region is still in flight; nothing changed — retry after it completes).
+ * region has not had its callback run yet, on every kind of target — also
+ * from inside that callback; nothing changed — retry after it returned).
  */
 int kvr_mem_deregister(kvr_engine *e, kvr_mr *mr);
 

@@ -231,6 +231,44 @@ static void test_listeners(void **state)
 	kvt_free_mem(m, 16 * 4096);
 }
 
+/* A region is busy until the batch's callback has run, on every target:
+ * a memory store finishes a put inside the submitting call, yet the caller
+ * is only told the memory is its own again by the callback. */
+struct busy_ctx {
+	kvr_engine *e;
+	kvr_mr *mr;
+	int calls, rc_inside;
+};
+
+static void busy_cb(void *ctx, size_t n, const int64_t *res)
+{
+	struct busy_ctx *b = ctx;
+
+	b->calls++;
+	b->rc_inside = kvr_mem_deregister(b->e, b->mr);
+}
+
+static void test_busy_until_callback(void **state)
+{
+	kvr_engine *e = kvt_engine();
+	uint8_t *m = kvt_alloc_mem(1 << 20);
+	struct busy_ctx b = {e, NULL, 0, 0};
+	kvr_target *t;
+	kvr_sge sge = {m, 4096};
+	kvr_obj o = {"k", 1, &sge, 1};
+
+	assert_int_equal(kvr_mem_register(e, m, 1 << 20, 0, &b.mr), 0);
+	assert_int_equal(kvr_store_open(e, "mem:4M", NULL, &t), 0);
+	assert_int_equal(kvr_put(t, &o, 1, busy_cb, &b), 0);
+	assert_int_equal(kvr_mem_deregister(e, b.mr), -EBUSY);
+	while (!b.calls)
+		assert_true(kvr_engine_poll(e, 1000) >= 0);
+	assert_int_equal(b.rc_inside, -EBUSY); /* still the batch's inside its callback */
+	assert_int_equal(kvr_mem_deregister(e, b.mr), 0);
+	kvr_engine_destroy(e);
+	kvt_free_mem(m, 1 << 20);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -238,6 +276,7 @@ int main(void)
 	    cmocka_unit_test(test_large_region_split),
 	    cmocka_unit_test(test_memlock_error),
 	    cmocka_unit_test(test_listeners),
+	    cmocka_unit_test(test_busy_until_callback),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
