@@ -101,6 +101,19 @@ typedef struct {
 	bool polling;
 } kvpy_Engine;
 
+/* A target of an engine (engine.c opens it, target.c serves it). */
+typedef struct {
+	PyObject_HEAD kvpy_Engine *eng; /* strong */
+	kvr_target *t;
+	PyObject *uri;
+	PyObject *weakrefs;
+	bool closed;
+} kvpy_Target;
+
+/* struct kvr_stats as a dict; the context managers' __enter__ (self). */
+PyObject *kvpy_stats_dict(const struct kvr_stats *s);
+PyObject *kvpy_enter(PyObject *self, PyObject *unused);
+
 /* 0 if the calling thread may use the engine (and it is open), else -1 with
  * kvring.Error set (EPERM: another thread; EBADF: closed). */
 int kvpy_engine_check(kvpy_Engine *eng);
