@@ -216,8 +216,10 @@ struct kvr_stats {
 int kvr_engine_stats(kvr_engine *e, struct kvr_stats *out);
 
 /**
- * The engine's last detailed error message (e.g. which limit failed a
- * registration), or "" if none. Valid until the next call on the engine.
+ * The detailed error message of the last failed call on e (e.g. which
+ * limit failed a registration), or "" when that call left none: each call
+ * that can set one clears it first, so a message never outlives the call
+ * it explains. Valid until the next call on the engine.
  */
 const char *kvr_engine_errmsg(kvr_engine *e);
 
@@ -432,8 +434,11 @@ int kvr_server_addr(kvr_server *s, char *buf, size_t len);
  * Stop serving: stop accepting, let requests already received finish and
  * their responses be sent (waiting at most timeout_ms), close every
  * connection, and free s. The store (and spill store) stay open for the
- * caller to close. Engine thread only. Returns 0, or -ETIMEDOUT when
- * requests were still unfinished at the timeout (they were dropped).
+ * caller to close. It runs none of the caller's callbacks: batches of the
+ * caller's that finish meanwhile are left for the next kvr_engine_poll.
+ * Engine thread only, not from a callback. Returns 0, -ETIMEDOUT when
+ * requests were still unfinished at the timeout (they were dropped), or
+ * -EBUSY inside a callback or poll.
  */
 int kvr_server_close(kvr_server *s, uint32_t timeout_ms);
 

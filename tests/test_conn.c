@@ -4,14 +4,18 @@
  * in this process on one engine. Small and large payloads, multi-SGE
  * destinations, discarded payloads, zero-copy and plain sends, bursts that
  * need several sendmsg calls, a peer closing mid-frame, and a bad header.
+ * Then the TCP client's connections (transport/tcp_node.c) against a fake
+ * server on a raw socket: HELLOs and answers no real server would send.
  */
 #include "fixtures.h"
 #include "transport/conn.h"
+#include "transport/tcp.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -451,6 +455,275 @@ static void bad_header_and_cut(void **state)
 	kvr_engine_destroy(p.e);
 }
 
+/* ------------------------------------ the TCP client against a fake server */
+
+/* A listening socket of this thread playing a kvring server by hand, with
+ * the client's engine pumped whenever it waits for the client. */
+struct fake {
+	kvr_engine *e;
+	int lfd, port;
+	char uri[64];
+};
+
+static void fake_listen(struct fake *f)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+
+	f->e = kvt_engine();
+	f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	assert_true(f->lfd >= 0);
+	assert_int_equal(bind(f->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(f->lfd, 4096), 0);
+	assert_int_equal(getsockname(f->lfd, (struct sockaddr *)&a, &len), 0);
+	f->port = ntohs(a.sin_port);
+	snprintf(f->uri, sizeof(f->uri), "tcp://127.0.0.1:%d", f->port);
+}
+
+/* The client's next connection (10 s at most). */
+static int fake_accept(struct fake *f)
+{
+	for (int i = 0; i < 10000; i++) {
+		int fd = accept(f->lfd, NULL, NULL);
+
+		if (fd >= 0)
+			return fd;
+		assert_int_equal(errno, EAGAIN);
+		assert_true(kvr_engine_poll(f->e, 1) >= 0);
+	}
+	fail_msg("the client never connected");
+	return -1;
+}
+
+/* n bytes from the client on fd (10 s at most); false on EOF. */
+static bool fake_read(struct fake *f, int fd, void *buf, size_t n)
+{
+	uint8_t *p = buf;
+
+	for (int i = 0; n && i < 10000;) {
+		ssize_t k = recv(fd, p, n, MSG_DONTWAIT);
+
+		if (k == 0)
+			return false;
+		if (k > 0) {
+			p += k;
+			n -= (size_t)k;
+			continue;
+		}
+		assert_int_equal(errno, EAGAIN);
+		assert_true(kvr_engine_poll(f->e, 1) >= 0);
+		i++;
+	}
+	assert_int_equal(n, 0);
+	return true;
+}
+
+/* The client's next request on fd: header into *fr, its payload (up to
+ * cap bytes) into body; the key is skipped. */
+static void fake_request(struct fake *f, int fd, struct kvr_frame *fr, void *body, size_t cap)
+{
+	uint8_t hdr[KVR_PROTO_HDR_LEN], key[KVR_MAX_KEY];
+
+	assert_true(fake_read(f, fd, hdr, sizeof(hdr)));
+	assert_int_equal(kvr_proto_decode(hdr, sizeof(hdr), NULL, fr), KVR_PROTO_HDR_LEN);
+	assert_false(kvr_frame_is_response(fr));
+	assert_true(fake_read(f, fd, key, fr->key_len));
+	assert_true(fr->payload_len <= cap);
+	assert_true(fake_read(f, fd, body, fr->payload_len));
+}
+
+static void fake_send(int fd, const struct kvr_frame *fr, const void *payload, size_t len)
+{
+	uint8_t hdr[KVR_PROTO_HDR_LEN];
+
+	kvr_proto_encode(hdr, fr);
+	assert_int_equal(write(fd, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
+	if (len)
+		assert_int_equal(write(fd, payload, len), (ssize_t)len);
+}
+
+/* Answer the client's HELLO on fd: its shard, out of `shards`. Returns the
+ * shard it asked for. */
+static uint16_t fake_hello(struct fake *f, int fd, uint16_t shards)
+{
+	uint8_t body[KVR_PROTO_MAX_HELLO];
+	struct kvr_frame fr;
+	struct kvr_hello h;
+	int n;
+
+	fake_request(f, fd, &fr, body, sizeof(body));
+	assert_int_equal(fr.opcode, KVR_PROTO_OP_HELLO);
+	assert_int_equal(kvr_proto_hello_decode(body, fr.payload_len, &h), (int)fr.payload_len);
+	h = (struct kvr_hello){
+	    .version_min = 1, .version_max = 1, .shard = h.shard, .shards = shards};
+	n = kvr_proto_hello_encode(body, sizeof(body), &h);
+	assert_true(n > 0);
+	fr.flags = KVR_PROTO_F_RESPONSE;
+	fr.payload_len = (uint64_t)n;
+	fake_send(fd, &fr, body, (size_t)n);
+	return h.shard;
+}
+
+static void fake_close(struct fake *f)
+{
+	kvr_engine_destroy(f->e);
+	close(f->lfd);
+}
+
+/* No connection is waiting to be accepted. */
+static bool fake_no_connect(struct fake *f)
+{
+	int fd = accept(f->lfd, NULL, NULL);
+
+	if (fd >= 0)
+		close(fd);
+	return fd < 0;
+}
+
+/*
+ * A HELLO announcing more shards than a server can have
+ * (KVR_PROTO_MAX_SHARDS) is refused as -EPROTO and opens nothing; one at
+ * the limit is taken (the client opens a connection per shard).
+ */
+static void client_shards_bounded(void **state)
+{
+	struct kvr_connect_opts co = {
+	    .size = sizeof(co), .timeout_ms = 3000, .connect_timeout_ms = 300};
+	struct kvt_done *d = calloc(1, sizeof(*d));
+	kvr_obj ob = {"shardy", 6, NULL, 0};
+	struct rlimit rl;
+	struct fake f;
+	kvr_target *t;
+	int fd, other;
+
+	(void)state;
+	fake_listen(&f);
+	assert_int_equal(kvr_connect(f.e, f.uri, &co, &t), 0);
+	assert_int_equal(kvr_exists(t, &ob, 1, kvt_batch_cb, d), 0);
+	fd = fake_accept(&f);
+	assert_int_equal(fake_hello(&f, fd, KVR_PROTO_MAX_SHARDS + 1), 0);
+	assert_int_equal(kvt_wait(f.e, d, 10000), 1);
+	assert_int_equal(d->results[0], -EPROTO);
+	assert_true(fake_no_connect(&f));
+	assert_int_equal(kvr_target_close(t), 0);
+	close(fd);
+
+	/* at the limit: a connection per shard needs the file descriptors */
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	if (rl.rlim_cur < 4096 && rl.rlim_max >= 4096) {
+		rl.rlim_cur = 4096;
+		assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	}
+	if (rl.rlim_cur >= 4096) {
+		memset(d, 0, sizeof(*d));
+		assert_int_equal(kvr_connect(f.e, f.uri, &co, &t), 0);
+		assert_int_equal(kvr_exists(t, &ob, 1, kvt_batch_cb, d), 0);
+		fd = fake_accept(&f);
+		assert_int_equal(fake_hello(&f, fd, KVR_PROTO_MAX_SHARDS), 0);
+		other = fake_accept(&f);
+		assert_true(fake_hello(&f, other, KVR_PROTO_MAX_SHARDS) > 0);
+		assert_int_equal(kvr_target_close(t), 0);
+		close(other);
+		close(fd);
+	} else {
+		print_message("RLIMIT_NOFILE under 4096: %d shards not tried\n",
+			      KVR_PROTO_MAX_SHARDS);
+	}
+	fake_close(&f);
+	free(d);
+}
+
+/* A connection of t's only node other than tc. */
+static struct tcp_conn *other_conn(kvr_target *t, const struct tcp_conn *tc)
+{
+	struct tcp_node *n = &((struct tcp_cluster *)t)->nodes[0];
+
+	for (uint32_t i = 0; i < n->nconns; i++)
+		if (n->conns[i] && n->conns[i] != tc)
+			return n->conns[i];
+	return NULL;
+}
+
+/*
+ * A large answer carrying the id of a GET that another connection of the
+ * same node is receiving right now is discarded on the connection it came
+ * on: the GET is answered only by its own connection, with its own bytes.
+ */
+static void client_payload_owner(void **state)
+{
+	enum { LEN = 64 << 10, FIRST = 1000, EVIL = 8192 };
+	struct kvt_done *d = calloc(1, sizeof(*d));
+	uint8_t *mem = kvt_alloc_mem(2 * LEN), *src = malloc(LEN), cap[8];
+	kvr_sge sg = {mem, LEN};
+	kvr_obj ob = {"owned", 5, &sg, 1};
+	struct tcp_conn *mine, *evil;
+	struct tcp_op *op;
+	struct kvr_frame fr;
+	struct fake f;
+	kvr_target *t;
+	kvr_mr *mr;
+	int fd[2], a;
+	uint64_t want;
+
+	(void)state;
+	fake_listen(&f);
+	assert_int_equal(kvr_mem_register(f.e, mem, 2 * LEN, 0, &mr), 0);
+	assert_int_equal(kvr_connect(f.e, f.uri, NULL, &t), 0); /* 2 connections */
+	assert_int_equal(kvr_get(t, &ob, 1, kvt_batch_cb, d), 0);
+	fd[0] = fake_accept(&f);
+	fake_hello(&f, fd[0], 1);
+	fd[1] = fake_accept(&f);
+	fake_hello(&f, fd[1], 1);
+	/* the GET goes out on one of them */
+	for (a = -1; a < 0;) {
+		for (int i = 0; i < 2 && a < 0; i++)
+			if (recv(fd[i], cap, 1, MSG_PEEK | MSG_DONTWAIT) == 1)
+				a = i;
+		assert_true(kvr_engine_poll(f.e, 1) >= 0);
+	}
+	fake_request(&f, fd[a], &fr, cap, sizeof(cap));
+	assert_int_equal(fr.opcode, KVR_PROTO_OP_GET);
+	op = &((struct tcp_cluster *)t)->ops[(uint32_t)fr.id];
+	assert_int_equal(op->id, fr.id);
+	mine = op->conn;
+	evil = other_conn(t, mine);
+	assert_non_null(evil);
+	/* its answer starts arriving on its connection... */
+	kvt_fill(src, LEN, 61);
+	fr = (struct kvr_frame){.opcode = KVR_PROTO_OP_GET,
+				.flags = KVR_PROTO_F_RESPONSE,
+				.id = fr.id,
+				.payload_len = LEN};
+	fake_send(fd[a], &fr, src, FIRST);
+	for (int i = 0; i < 10000 && op->state != OP_RECV; i++)
+		assert_true(kvr_engine_poll(f.e, 1) >= 0);
+	assert_int_equal(op->state, OP_RECV);
+	/* ...when the other connection brings a large answer with its id */
+	fr.payload_len = EVIL;
+	memset(src + FIRST, 0xee, EVIL);
+	want = evil->c.st.bytes_in + KVR_PROTO_HDR_LEN + EVIL;
+	fake_send(fd[1 - a], &fr, src + FIRST, EVIL);
+	for (int i = 0; i < 10000 && evil->c.st.bytes_in < want; i++)
+		assert_true(kvr_engine_poll(f.e, 1) >= 0);
+	assert_int_equal(evil->c.st.bytes_in, want);
+	assert_int_equal(kvr_engine_poll(f.e, 0), 0);
+	assert_int_equal(d->calls, 0);
+	assert_int_equal(op->state, OP_RECV);
+	/* the rest of the real answer */
+	kvt_fill(src, LEN, 61);
+	assert_int_equal(write(fd[a], src + FIRST, LEN - FIRST), LEN - FIRST);
+	assert_int_equal(kvt_wait(f.e, d, 10000), 1);
+	assert_int_equal(d->results[0], LEN);
+	assert_true(kvt_check(mem, LEN, 61));
+	assert_int_equal(kvr_target_close(t), 0);
+	close(fd[0]);
+	close(fd[1]);
+	fake_close(&f);
+	kvt_free_mem(mem, 2 * LEN);
+	free(src);
+	free(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -461,6 +734,8 @@ int main(void)
 	    cmocka_unit_test(burst_and_discard),
 	    cmocka_unit_test(unsend),
 	    cmocka_unit_test(bad_header_and_cut),
+	    cmocka_unit_test(client_shards_bounded),
+	    cmocka_unit_test(client_payload_owner),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -11,11 +11,13 @@
 #include "transport/store.h"
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <endian.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/hmac.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -972,6 +974,66 @@ static void test_duplicate_id(void **state)
 	free(data);
 }
 
+/* Append a request frame to buf at *n. */
+static void frame_at(uint8_t *buf, size_t *n, uint8_t op, uint64_t id, const char *key,
+		     const void *payload, uint64_t len)
+{
+	struct kvr_frame f = {.opcode = op, .id = id, .payload_len = len};
+
+	f.key_len = (uint16_t)strlen(key);
+	*n += kvr_proto_encode(buf + *n, &f);
+	memcpy(buf + *n, key, f.key_len);
+	*n += f.key_len;
+	memcpy(buf + *n, payload, len);
+	*n += len;
+}
+
+/* A duplicate of a request answered at once (from memory, a small answer, a
+ * large zero-copy one, a PUT): the answer is still on its way when the copy
+ * is parsed, so the id is in flight and the copy closes that connection. An
+ * id used again after its answer arrived is a new request. */
+static void test_duplicate_id_answered(void **state)
+{
+	static const uint8_t ops[] = {KVR_PROTO_OP_EXISTS, KVR_PROTO_OP_GET, KVR_PROTO_OP_PUT};
+	struct srv s = {.mem = 16 * MiB};
+	uint8_t *big = malloc(64 * KiB), two[2 * (KVR_PROTO_HDR_LEN + 16 + 8)];
+	uint64_t cap = htole64(64 * KiB), v;
+	struct kvr_frame f;
+	int fd, bad;
+
+	(void)state;
+	srv_start(&s);
+	fd = cli_ready(s.port);
+	kvt_fill(big, 64 * KiB, 3);
+	assert_int_equal(op_put(fd, "dup", big, 64 * KiB), 0);
+	for (size_t i = 0; i < sizeof(ops); i++) {
+		const void *pl = ops[i] == KVR_PROTO_OP_GET ? (const void *)&cap : "v";
+		uint64_t len = ops[i] == KVR_PROTO_OP_GET ? 8 : ops[i] == KVR_PROTO_OP_PUT ? 1 : 0;
+		size_t n = 0;
+
+		for (int k = 0; k < 2; k++)
+			frame_at(two, &n, ops[i], 88,
+				 ops[i] == KVR_PROTO_OP_PUT ? "dup-put" : "dup", pl, len);
+		bad = cli_ready(s.port);
+		wr(bad, two, n);
+		assert_true(closed_by_server(bad));
+		close(bad);
+	}
+	for (int k = 0; k < 2; k++) {
+		send_frame(fd, KVR_PROTO_OP_EXISTS, 4242, "dup", NULL, 0);
+		assert_int_equal(recv_resp(fd, &f, &v, sizeof(v)), 0);
+		assert_int_equal(f.id, 4242);
+		assert_int_equal(f.status, 0);
+		assert_int_equal(le64toh(v), 64 * KiB);
+	}
+	assert_int_equal(op_get(fd, "dup", big, 64 * KiB), 64 * KiB);
+	assert_true(kvt_check(big, 64 * KiB, 3));
+	wait_stat(fd, "conns", 1);
+	close(fd);
+	assert_int_equal(srv_stop(&s), 0);
+	free(big);
+}
+
 /* ------------------------------------------------------------------ groups */
 
 static void test_group(void **state)
@@ -1237,6 +1299,243 @@ static void test_api_errors(void **state)
 	kvt_unlink(path + 5);
 }
 
+/* -------------------------------------------------- close and errors */
+
+static void count_wake(void *ctx)
+{
+	++*(int *)ctx;
+}
+
+/*
+ * kvr_server_close waits for the server's own work (connections, spill
+ * writes and promotes) but runs none of the host's callbacks: a batch of
+ * the host's on the same engine that finishes meanwhile (a local one done
+ * before the close, a remote one to this very server in flight) stays
+ * queued for the host's next kvr_engine_poll, as does its wake hook.
+ */
+static void test_close_runs_no_callbacks(void **state)
+{
+	enum { N = 24 };
+	kvr_engine *e = kvt_engine();
+	struct kvr_store_opts fo = {
+	    .size = sizeof(fo), .capacity = 64 * MiB, .flags = KVR_STORE_TRUNCATE};
+	struct kvr_serve_opts so = {.size = sizeof(so)};
+	struct kvt_done *put = calloc(1, sizeof(*put)), *local = calloc(1, sizeof(*local));
+	struct kvt_done *get = calloc(1, sizeof(*get));
+	uint8_t *mem = kvt_alloc_mem(N * SP_LEN);
+	kvr_target *pool, *file, *user, *t;
+	char path[600], uri[80], keys[N][32];
+	kvr_sge sg[N];
+	kvr_obj ob[N];
+	kvr_server *s;
+	kvr_mr *mr;
+	int wakes = 0;
+
+	(void)state;
+	snprintf(path, sizeof(path), "file:%s", kvt_path("serve_close_cb"));
+	assert_int_equal(kvr_store_open(e, "mem:4M", NULL, &pool), 0);
+	assert_int_equal(kvr_store_open(e, path, &fo, &file), 0);
+	assert_int_equal(kvr_store_open(e, "mem:1M", NULL, &user), 0);
+	so.spill = file;
+	assert_int_equal(kvr_serve(e, "tcp://127.0.0.1:0", pool, &so, &s), 0);
+	assert_true(kvr_server_addr(s, uri, sizeof(uri)) > 0);
+	assert_int_equal(kvr_mem_register(e, mem, N * SP_LEN, 0, &mr), 0);
+	assert_int_equal(kvr_connect(e, uri, NULL, &t), 0);
+	for (int i = 0; i < N; i++) {
+		sp_key(keys[i], sizeof(keys[i]), i);
+		sg[i] = (kvr_sge){mem + (size_t)i * SP_LEN, SP_LEN};
+		kvt_fill(sg[i].addr, SP_LEN, 900 + (uint64_t)i);
+		ob[i] = (kvr_obj){keys[i], strlen(keys[i]), &sg[i], 1};
+	}
+	/* more than the pool holds: the server spills while it closes */
+	assert_int_equal(kvr_put(t, ob, N, kvt_batch_cb, put), 0);
+	assert_int_equal(kvt_wait(e, put, 10000), 1);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(put->results[i], SP_LEN);
+	assert_int_equal(kvr_put(user, ob, 1, kvt_batch_cb, local), 0);
+	assert_int_equal(kvr_get(t, ob, N, kvt_batch_cb, get), 0);
+	assert_int_equal(kvr_engine_set_wake_cb(e, count_wake, &wakes), 0);
+	assert_int_equal(kvr_server_close(s, 5000), 0);
+	assert_int_equal(local->calls, 0);
+	assert_int_equal(get->calls, 0);
+	assert_int_equal(wakes, 0);
+	assert_int_equal(kvt_wait(e, local, 5000), 1);
+	assert_int_equal(local->results[0], SP_LEN);
+	assert_int_equal(kvt_wait(e, get, 10000), 1);
+	assert_int_equal(kvr_engine_set_wake_cb(e, NULL, NULL), 0);
+	assert_int_equal(kvr_target_close(t), 0);
+	assert_int_equal(kvr_target_close(user), 0);
+	assert_int_equal(kvr_target_close(file), 0);
+	assert_int_equal(kvr_target_close(pool), 0);
+	kvr_engine_destroy(e);
+	kvt_unlink(path + 5);
+	kvt_free_mem(mem, N * SP_LEN);
+	free(put);
+	free(local);
+	free(get);
+}
+
+/* kvr_engine_errmsg belongs to the last failed call: a later failure never
+ * shows an earlier call's message, whether it has one of its own or not. */
+static void test_errmsg_fresh(void **state)
+{
+	kvr_engine *e = kvt_engine();
+	uint8_t *m = kvt_alloc_mem(2 * MiB);
+	struct kvr_serve_opts so = {.size = sizeof(so), .secret = "x"}; /* no secret_len */
+	struct kvr_connect_opts co = {.size = sizeof(co), .conns = 100};
+	kvr_target *mem, *t;
+	kvr_server *s;
+	kvr_mr *a, *b;
+
+	(void)state;
+	assert_int_equal(kvr_mem_register(e, m, 2 * MiB, 0, &a), 0);
+	assert_int_equal(kvr_mem_register(e, m + MiB, MiB, 0, &b), -EEXIST);
+	assert_non_null(strstr(kvr_engine_errmsg(e), "overlaps"));
+	assert_int_equal(kvr_store_open(e, "mem:8M", NULL, &mem), 0);
+	assert_int_equal(kvr_serve(e, "tcp://127.0.0.1:0", mem, &so, &s), -EINVAL);
+	assert_string_equal(kvr_engine_errmsg(e), "");
+
+	assert_int_equal(kvr_mem_register(e, m + MiB, MiB, 0, &b), -EEXIST);
+	assert_int_equal(kvr_connect(e, "tcp://127.0.0.1:1", &co, &t), -EINVAL);
+	assert_non_null(strstr(kvr_engine_errmsg(e), "bad remote URI or options"));
+	assert_int_equal(kvr_mem_register(e, m + MiB, MiB, 0, &b), -EEXIST);
+	assert_int_equal(kvr_serve(e, "bogus://127.0.0.1:1", mem, NULL, &s), -EINVAL);
+	assert_non_null(strstr(kvr_engine_errmsg(e), "bad listen URI"));
+	assert_int_equal(kvr_connect(e, "bogus://127.0.0.1:1", NULL, &t), -EINVAL);
+	assert_non_null(strstr(kvr_engine_errmsg(e), "unknown remote URI"));
+	/* a call that succeeds leaves none */
+	assert_int_equal(kvr_connect(e, "tcp://127.0.0.1:1", NULL, &t), 0);
+	assert_string_equal(kvr_engine_errmsg(e), "");
+	assert_int_equal(kvr_target_close(t), 0);
+	assert_int_equal(kvr_target_close(mem), 0);
+	kvr_engine_destroy(e);
+	kvt_free_mem(m, 2 * MiB);
+}
+
+/*
+ * Fault injection, on this thread only (the in-process servers run on
+ * their own): realloc of one block fails (the engine's timer heap, so that
+ * kvr_timer_add fails), or HMAC fails (so kvr_proto_auth_tag does). Calls
+ * from the library linked into this program reach these first.
+ */
+static __thread const void *fail_realloc_of;
+static __thread bool fail_hmac;
+
+void *realloc(void *p, size_t n)
+{
+	static void *(*real)(void *, size_t);
+
+	if (p && p == fail_realloc_of) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	if (!real)
+		*(void **)&real = dlsym(RTLD_NEXT, "realloc");
+	return real(p, n);
+}
+
+unsigned char *HMAC(const EVP_MD *md, const void *key, int key_len, const unsigned char *d,
+		    size_t n, unsigned char *out, unsigned int *out_len)
+{
+	static unsigned char *(*real)(const EVP_MD *, const void *, int, const unsigned char *,
+				      size_t, unsigned char *, unsigned int *);
+
+	if (fail_hmac)
+		return NULL;
+	if (!real)
+		*(void **)&real = dlsym(RTLD_NEXT, "HMAC");
+	return real(md, key, key_len, d, n, out, out_len);
+}
+
+/* Arm dummy timers until e's heap is full (the next add must grow it). */
+static uint32_t fill_timers(kvr_engine *e, struct kvr_timer *pad, uint32_t max)
+{
+	uint32_t n = 0;
+
+	while (e->timers.n < e->timers.cap) {
+		assert_true(n < max);
+		assert_int_equal(kvr_timer_add(&e->timers, &pad[n++], UINT64_MAX / 2), 0);
+	}
+	return n;
+}
+
+/* A timer that cannot be armed fails what needed it with -ENOMEM: the
+ * server's idle tick fails kvr_serve, a connection's handshake deadline
+ * fails the request that would have opened it. */
+static void test_timer_failures(void **state)
+{
+	static struct kvr_timer pad[4096];
+	struct srv real = {.mem = 16 * MiB};
+	kvr_engine *e = kvt_engine();
+	struct kvt_done *d = calloc(1, sizeof(*d));
+	kvr_obj ob = {"no-timer", 8, NULL, 0};
+	kvr_target *mem, *t;
+	kvr_server *s = NULL;
+	uint32_t npad;
+	char uri[64];
+
+	(void)state;
+	assert_int_equal(kvr_store_open(e, "mem:8M", NULL, &mem), 0);
+	npad = fill_timers(e, pad, 4096);
+	fail_realloc_of = e->timers.v;
+	assert_int_equal(kvr_serve(e, "tcp://127.0.0.1:0", mem, NULL, &s), -ENOMEM);
+	fail_realloc_of = NULL;
+	assert_null(s);
+
+	srv_start(&real);
+	snprintf(uri, sizeof(uri), "tcp://127.0.0.1:%d", real.port);
+	assert_int_equal(kvr_connect(e, uri, NULL, &t), 0);
+	kvr_timer_del(&e->timers, &pad[--npad]); /* room for the batch's deadline only */
+	fail_realloc_of = e->timers.v;
+	assert_int_equal(kvr_exists(t, &ob, 1, kvt_batch_cb, d), 0);
+	fail_realloc_of = NULL;
+	assert_int_equal(kvt_wait(e, d, 10000), 1);
+	assert_int_equal(d->results[0], -ENOMEM);
+	while (npad)
+		kvr_timer_del(&e->timers, &pad[--npad]);
+	/* with room again the node is retried and answers */
+	for (int i = 0; i < 100 && (!d->calls || d->results[0] != -ENOENT); i++) {
+		memset(d, 0, sizeof(*d));
+		assert_int_equal(kvr_exists(t, &ob, 1, kvt_batch_cb, d), 0);
+		assert_int_equal(kvt_wait(e, d, 10000), 1);
+		if (d->results[0] != -ENOENT) /* down until its backoff ends */
+			assert_true(kvr_engine_poll(e, 50) >= 0);
+	}
+	assert_int_equal(d->results[0], -ENOENT);
+	assert_int_equal(kvr_target_close(t), 0);
+	assert_int_equal(kvr_target_close(mem), 0);
+	kvr_engine_destroy(e);
+	assert_int_equal(srv_stop(&real), 0);
+	free(d);
+}
+
+/* The client cannot compute its tag: it closes that connection with the
+ * error (no tag it never made goes out) and the request fails with it. */
+static void test_auth_tag_failure(void **state)
+{
+	struct srv s = {.mem = 16 * MiB, .secret = "k"};
+	struct kvr_connect_opts co = {.size = sizeof(co), .secret = "k", .secret_len = 1};
+	kvr_engine *e = kvt_engine();
+	struct kvt_done *d = calloc(1, sizeof(*d));
+	kvr_obj ob = {"tagless", 7, NULL, 0};
+	kvr_target *t;
+	char uri[64];
+
+	(void)state;
+	srv_start(&s);
+	snprintf(uri, sizeof(uri), "tcp://127.0.0.1:%d", s.port);
+	assert_int_equal(kvr_connect(e, uri, &co, &t), 0);
+	fail_hmac = true;
+	assert_int_equal(kvr_exists(t, &ob, 1, kvt_batch_cb, d), 0);
+	assert_int_equal(kvt_wait(e, d, 10000), 1);
+	fail_hmac = false;
+	assert_int_equal(d->results[0], -EINVAL);
+	assert_int_equal(kvr_target_close(t), 0);
+	kvr_engine_destroy(e);
+	assert_int_equal(srv_stop(&s), 0);
+	free(d);
+}
+
 /* ------------------------------------------------------- kvring-server */
 
 static const char *server_bin(void)
@@ -1430,10 +1729,15 @@ int main(void)
 	    cmocka_unit_test(test_spill_burst),
 	    cmocka_unit_test(test_spill_random),
 	    cmocka_unit_test(test_duplicate_id),
+	    cmocka_unit_test(test_duplicate_id_answered),
 	    cmocka_unit_test(test_group),
 	    cmocka_unit_test(test_client),
 	    cmocka_unit_test(test_end_to_end_crc),
 	    cmocka_unit_test(test_api_errors),
+	    cmocka_unit_test(test_close_runs_no_callbacks),
+	    cmocka_unit_test(test_errmsg_fresh),
+	    cmocka_unit_test(test_timer_failures),
+	    cmocka_unit_test(test_auth_tag_failure),
 	    cmocka_unit_test(test_program),
 	};
 

@@ -125,8 +125,11 @@ struct kvr_hello_rdma {
 
 /* Shard a client asks for when it does not care which. */
 #define KVR_PROTO_ANY_SHARD 0xffffu
-#define KVR_PROTO_NONCE_LEN 32
-#define KVR_PROTO_TAG_LEN   32
+/* Most shards a server has (kvr_server_group_create); a client opens a
+ * connection per shard, so a HELLO announcing more is a protocol error. */
+#define KVR_PROTO_MAX_SHARDS 1024u
+#define KVR_PROTO_NONCE_LEN  32
+#define KVR_PROTO_TAG_LEN    32
 
 /*
  * The HELLO body both sides send: a version range, the shard (request: the

@@ -23,7 +23,7 @@
 void srv_closing_progress(struct kvr_server *s)
 {
 	if (s->closing)
-		kvr_engine_wake(s->e); /* end kvr_server_close's wait early */
+		s->close_quiet = 0; /* end kvr_server_close's wait early */
 }
 
 static void sa_str(const struct sockaddr_storage *ss, char *buf, size_t len)
@@ -104,9 +104,12 @@ static void accept_done(struct kvr_io *io, int res, uint32_t flags)
 		/* EMFILE and friends: back off instead of spinning on them. */
 		kvr_log(s->e, KVR_LOG_WARN, "accept: %s", strerror(-res));
 		if (!s->accept_armed && !s->closing) {
-			kvr_timer_add(&s->e->timers, &s->accept_retry,
-				      s->e->now_ns + ACCEPT_RETRY_MS * 1000000ull);
-			return;
+			if (!kvr_timer_add(&s->e->timers, &s->accept_retry,
+					   s->e->now_ns + ACCEPT_RETRY_MS * 1000000ull))
+				return;
+			/* No timer to back off with: accepting again at once
+			 * beats never accepting again. */
+			kvr_log(s->e, KVR_LOG_WARN, "accept: no memory for the retry timer");
 		}
 	}
 	if (s->closing) {
@@ -207,12 +210,12 @@ static int do_listen(struct kvr_server *s, const char *uri)
 
 /* ------------------------------------------------------------ the loop */
 
-static void tick_arm(struct kvr_server *s)
+static int tick_arm(struct kvr_server *s)
 {
 	uint32_t ms = s->o.idle_timeout_ms / 4;
 
 	ms = ms < 10 ? 10 : ms > 1000 ? 1000 : ms;
-	kvr_timer_add(&s->e->timers, &s->tick, kvr_now_ns() + ms * 1000000ull);
+	return kvr_timer_add(&s->e->timers, &s->tick, kvr_now_ns() + ms * 1000000ull);
 }
 
 static void tick(struct kvr_timer *t)
@@ -224,7 +227,8 @@ static void tick(struct kvr_timer *t)
 		next = c->next;
 		srv_conn_check_idle(c, now);
 	}
-	tick_arm(s);
+	if (tick_arm(s)) /* srv_flush tries again every round */
+		kvr_log(s->e, KVR_LOG_WARN, "idle tick: no memory for its timer");
 }
 
 static void srv_flush(struct kvr_flush *f)
@@ -235,6 +239,10 @@ static void srv_flush(struct kvr_flush *f)
 		return;
 	s->in_flush = true;
 	srv_reap_dead(s);
+	/* Without its tick (no memory to re-arm it) no stalled peer is ever
+	 * closed: keep trying. */
+	if (!s->tick.pos)
+		(void)tick_arm(s);
 	/* Waiting requests: retry when pool room was freed (or is coming). */
 	if (s->wait_head && (s->wait_state != srv_room_state(s) || s->wait_force))
 		srv_wait_retry(s);
@@ -307,6 +315,7 @@ KVR_EXPORT int kvr_serve(kvr_engine *e, const char *uri, kvr_target *store,
 	if (!e || !store || !out)
 		return -EINVAL;
 	*out = NULL;
+	e->errmsg[0] = 0; /* a message now is this call's */
 	if (e->destroying)
 		return -ESHUTDOWN;
 	memset(&o, 0, sizeof(o));
@@ -354,12 +363,13 @@ KVR_EXPORT int kvr_serve(kvr_engine *e, const char *uri, kvr_target *store,
 	if (!rc && o.spill)
 		rc = srv_spill_init(s, o.spill);
 	if (!rc)
+		rc = tick_arm(s);
+	if (!rc)
 		rc = srv_group_join(s);
 	if (rc) {
 		server_free(s);
 		return rc;
 	}
-	tick_arm(s);
 	if (s->lfd >= 0)
 		arm_accept(s);
 	kvr_submit_if_idle(e);
@@ -425,6 +435,53 @@ static bool close_done(const struct kvr_server *s)
 	       srv_spill_idle(s);
 }
 
+static void batch_append(struct kvr_batch **head, struct kvr_batch **last, struct kvr_batch *b)
+{
+	b->next = NULL;
+	if (*last)
+		(*last)->next = b;
+	else
+		*head = b;
+	*last = b;
+}
+
+/*
+ * kvr_server_close's part of a poll round: start the batches waiting for
+ * request slots (a spill batch may be among them), then run the callbacks
+ * of the server's own finished batches (spill writes, removes and
+ * promotes: every batch on the spill store is the server's), and only
+ * those: the host's stay queued, in order, for its next kvr_engine_poll,
+ * where the API promises its callbacks run.
+ */
+static void close_round(struct kvr_server *s)
+{
+	kvr_engine *e = s->e;
+	struct kvr_batch *host = NULL, *host_last = NULL, *own = NULL, *own_last = NULL;
+	bool was = e->in_poll;
+
+	/* As inside a poll: what is submitted goes out with the next round. */
+	e->in_poll = true;
+	kvr_batches_start_waiting(e);
+	for (struct kvr_batch *b = e->done_head, *next; b; b = next) {
+		next = b->next;
+		if (s->o.spill && b->t == s->o.spill)
+			batch_append(&own, &own_last, b);
+		else
+			batch_append(&host, &host_last, b);
+	}
+	e->done_head = own;
+	e->done_tail = own_last;
+	if (own)
+		kvr_batches_run_done(e);
+	e->in_poll = was;
+	if (host) { /* ahead of any that finished inside those callbacks */
+		host_last->next = e->done_head;
+		if (!e->done_head)
+			e->done_tail = host_last;
+		e->done_head = host;
+	}
+}
+
 KVR_EXPORT int kvr_server_close(kvr_server *s, uint32_t timeout_ms)
 {
 	kvr_engine *e;
@@ -452,14 +509,13 @@ KVR_EXPORT int kvr_server_close(kvr_server *s, uint32_t timeout_ms)
 	}
 	deadline = kvr_now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	for (;;) {
-		uint64_t now;
-		int wait, prc;
+		int prc;
 
 		srv_reap_dead(s);
+		close_round(s);
 		if (close_done(s))
 			break;
-		now = kvr_now_ns();
-		if (!forced && now >= deadline) {
+		if (!forced && kvr_now_ns() >= deadline) {
 			forced = true;
 			rc = -ETIMEDOUT;
 			kvr_log(e, KVR_LOG_WARN,
@@ -472,16 +528,20 @@ KVR_EXPORT int kvr_server_close(kvr_server *s, uint32_t timeout_ms)
 			continue;
 		}
 		/* Spill batches and connection closes still finish after a
-		 * timeout: the kernel and the file store hold our buffers. */
-		wait = forced ? 100 : (int)((deadline - now) / 1000000ull) + 1;
-		prc = kvr_engine_poll(e, wait < 100 ? wait : 100);
-		if (prc < 0) {
-			kvr_log(e, KVR_LOG_ERROR, "server close: poll: %s; server leaked",
+		 * timeout: the kernel and the file store hold our buffers.
+		 * One round or more (1 ms), ended early by srv_closing_progress;
+		 * I/O completions only, no callback of the host's. */
+		s->close_quiet = 1;
+		prc = kvr_engine_drain_timeout(e, &s->close_quiet, 1);
+		if (prc < 0 && prc != -ETIMEDOUT) {
+			kvr_log(e, KVR_LOG_ERROR, "server close: %s; server leaked",
 				strerror(-prc));
 			return prc;
 		}
 	}
 	kvr_log(e, KVR_LOG_INFO, "server closed shard=%u", s->shard);
 	server_free(s);
+	if (e->done_head) /* the host's batches that finished meanwhile */
+		kvr_notify(e);
 	return rc;
 }

@@ -6,7 +6,8 @@
  * between the shards of a group) share.
  *
  * A request lives in a slot (struct srv_req) of its connection from the
- * frame's arrival until its response has been sent (tx done). Slots come
+ * frame's arrival until its response has been sent (tx done), and so does
+ * its id in the connection's in-flight set. Slots come
  * from a per-connection free list that grows in chunks, so steady-state
  * requests never call malloc. A connection is freed once the transport has
  * closed it (on_close) and every slot is back.
@@ -162,6 +163,8 @@ struct kvr_server {
 	uint64_t efd_buf;
 	bool efd_armed;
 
+	uint64_t close_quiet; /* kvr_server_close: 1 while nothing changed */
+
 	struct srv_conn *conns;
 	struct srv_conn *dead; /* closed, freed at the next loop round */
 	uint32_t nconns;
@@ -187,7 +190,8 @@ struct kvr_server {
 /* serve.c (server, listening) and serve_conn.c (requests) */
 /* The server made progress while closing: let kvr_server_close look. */
 void srv_closing_progress(struct kvr_server *s);
-/* Queue r's response (status, optional payload) and free its in-flight id. */
+/* Queue r's response (status, optional payload). Its id stays in flight
+ * until the response has been sent (the slot comes back). */
 void srv_respond(struct srv_req *r, int32_t status, const struct kvr_sgx *payload, uint64_t len);
 /* Drop a parked PUT's heap copy and its key holder. */
 void srv_release_park(struct kvr_server *s, struct srv_req *r);

@@ -150,6 +150,12 @@ static void slot_put(struct srv_req *r)
 {
 	struct srv_conn *c = r->c;
 
+	/* Only now: until its answer has left, a copy of the request could
+	 * still be answered a second time under the same id. */
+	if (r->has_id) {
+		kvr_proto_ids_remove(&c->ids, r->id);
+		r->has_id = false;
+	}
 	if (r->rslot_held)
 		srv_rdma_unhold(r);
 	free(r->heap);
@@ -184,13 +190,8 @@ void srv_release_park(struct kvr_server *s, struct srv_req *r)
 
 void srv_release(struct srv_req *r)
 {
-	struct srv_conn *c = r->c;
-	struct kvr_server *s = c->s;
+	struct kvr_server *s = r->c->s;
 
-	if (r->has_id) {
-		kvr_proto_ids_remove(&c->ids, r->id);
-		r->has_id = false;
-	}
 	unsend(s, r);
 	srv_release_park(s, r);
 	slot_put(r);
@@ -222,10 +223,6 @@ void srv_respond(struct srv_req *r, int32_t status, const struct kvr_sgx *payloa
 	    .status = status,
 	};
 
-	if (r->has_id) {
-		kvr_proto_ids_remove(&c->ids, r->id);
-		r->has_id = false;
-	}
 	if (!srv_conn_live(c)) {
 		srv_release(r);
 		return;
@@ -300,6 +297,8 @@ static int ids_add(struct srv_conn *c, uint64_t id)
 
 /* -------------------------------------------------------------- handshake */
 
+/* Queue a HELLO response; on failure c is closed with the error, which is
+ * returned. */
 static int send_hello(struct srv_conn *c, int32_t status, const uint8_t *nonce, int close_after,
 		      const struct kvr_hello_rdma *qp, bool crc)
 {
@@ -313,8 +312,10 @@ static int send_hello(struct srv_conn *c, int32_t status, const uint8_t *nonce, 
 	};
 	int n;
 
-	if (!r)
+	if (!r) {
+		kvr_conn_close(&c->conn, -ENOMEM);
 		return -ENOMEM;
+	}
 	r->op = KVR_PROTO_OP_HELLO;
 	r->id = c->hello_id;
 	r->close_after = close_after;
@@ -330,6 +331,13 @@ static int send_hello(struct srv_conn *c, int32_t status, const uint8_t *nonce, 
 	if (crc)
 		h.features |= KVR_PROTO_FEAT_CRC;
 	n = kvr_proto_hello_encode(r->body, sizeof(r->body), &h);
+	if (n < 0) {
+		kvr_log(s->e, KVR_LOG_ERROR, "conn error peer=%s reason=hello-encode: %s", c->peer,
+			strerror(-n));
+		srv_release(r);
+		kvr_conn_close(&c->conn, n);
+		return n;
+	}
 	r->sgx = (struct kvr_sgx){r->body, (size_t)n, NULL};
 	srv_respond(r, status, &r->sgx, (uint64_t)n);
 	return 0;
@@ -363,10 +371,8 @@ void srv_conn_hello_ok(struct srv_conn *c, const struct kvr_hello *hello)
 			return;
 		}
 	}
-	if (send_hello(c, 0, NULL, 0, rdma ? &ours : NULL, c->crc_out)) {
-		kvr_conn_close(&c->conn, -ENOMEM);
-		return;
-	}
+	if (send_hello(c, 0, NULL, 0, rdma ? &ours : NULL, c->crc_out))
+		return; /* closed */
 	c->state = CS_READY;
 	srv_group_count(s, 1);
 	kvr_log(s->e, KVR_LOG_INFO, "conn open peer=%s shard=%u", c->peer, s->shard);

@@ -515,6 +515,9 @@ KVR_EXPORT int kvr_connect(kvr_engine *e, const char *uri, const struct kvr_conn
 	if (!e || !uri || !out)
 		return -EINVAL;
 	*out = NULL;
+	/* A message now is this call's (the generic ones below are set only
+	 * when nothing more precise was). */
+	e->errmsg[0] = 0;
 	if (e->destroying)
 		return -ESHUTDOWN;
 	cl = calloc(1, sizeof(*cl));

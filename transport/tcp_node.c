@@ -61,15 +61,15 @@ bool tcp_node_usable(const struct tcp_node *n)
 
 /* ------------------------------------------------------------ handshake */
 
-static void send_hello(struct tcp_conn *tc, int which, const uint8_t *tag)
+/* Send HELLO number `which` (1: with the tag); on failure tc is closed
+ * with the error, which is returned. */
+static int send_hello(struct tcp_conn *tc, int which, const uint8_t *tag)
 {
-	struct tcp_cluster *cl = tc->n->cl;
 	struct kvr_hello h = {
 	    .version_min = KVR_PROTO_VERSION, .version_max = KVR_PROTO_VERSION, .shard = tc->shard};
 	struct kvr_frame f = {.opcode = KVR_PROTO_OP_HELLO, .id = (uint64_t)which};
 	int len;
 
-	(void)cl;
 	if (tag) {
 		h.auth_len = KVR_PROTO_TAG_LEN;
 		memcpy(h.auth, tag, KVR_PROTO_TAG_LEN);
@@ -79,12 +79,18 @@ static void send_hello(struct tcp_conn *tc, int which, const uint8_t *tag)
 	else
 		h.features |= KVR_PROTO_FEAT_CRC; /* we check GET payloads end to end */
 	len = kvr_proto_hello_encode(tc->hello_buf[which], sizeof(tc->hello_buf[which]), &h);
+	if (len < 0) {
+		kvr_log(tc->c.e, KVR_LOG_WARN, "%s: HELLO: %s", tc->name, strerror(-len));
+		kvr_conn_close(&tc->c, len);
+		return len;
+	}
 	tc->hello_sgx[which] = (struct kvr_sgx){tc->hello_buf[which], (size_t)len, NULL};
 	tc->hello_tx[which].sgx = &tc->hello_sgx[which];
 	tc->hello_tx[which].nsge = 1;
 	tc->hello_tx[which].key = NULL;
 	f.payload_len = (uint64_t)len;
 	kvr_conn_send(&tc->c, &tc->hello_tx[which], &f);
+	return 0;
 }
 
 static void hello_tx_done(struct kvr_tx *tx, int err)
@@ -107,6 +113,7 @@ static struct tcp_conn *conn_new(struct tcp_node *n, uint32_t slot, uint16_t sha
 	struct tcp_cluster *cl = n->cl;
 	kvr_engine *e = cl->t.e;
 	struct tcp_conn *tc = calloc(1, sizeof(*tc));
+	const char *what = "handshake timer";
 	int rc;
 
 	if (!tc)
@@ -123,16 +130,22 @@ static struct tcp_conn *conn_new(struct tcp_node *n, uint32_t slot, uint16_t sha
 		tc->hello_tx[i].done = hello_tx_done;
 	snprintf(tc->name, sizeof(tc->name), "node %s shard %u", n->name, shard);
 	tc->c.name = tc->name;
-	rc = kvr_conn_connect(&tc->c, (struct sockaddr *)&n->sa, n->salen);
+	/* Armed first: a connection without its deadline could wait forever
+	 * for a server that never answers the HELLO. */
+	tc->hs_timer.fn = hs_expired;
+	rc = kvr_timer_add(&e->timers, &tc->hs_timer,
+			   kvr_now_ns() + (uint64_t)cl->o.connect_timeout_ms * 1000000ull);
+	if (!rc) {
+		what = "socket";
+		rc = kvr_conn_connect(&tc->c, (struct sockaddr *)&n->sa, n->salen);
+	}
 	if (rc) {
-		kvr_log(e, KVR_LOG_WARN, "%s: socket: %s", tc->name, strerror(-rc));
+		kvr_log(e, KVR_LOG_WARN, "%s: %s: %s", tc->name, what, strerror(-rc));
+		kvr_timer_del(&e->timers, &tc->hs_timer);
 		kvr_conn_fini(&tc->c);
 		free(tc);
 		return NULL;
 	}
-	tc->hs_timer.fn = hs_expired;
-	kvr_timer_add(&e->timers, &tc->hs_timer,
-		      kvr_now_ns() + (uint64_t)cl->o.connect_timeout_ms * 1000000ull);
 	n->conns[slot] = tc;
 	n->open++;
 	cl->conns_open++;
@@ -157,7 +170,7 @@ static void on_open(struct kvr_conn *c, int err)
 			return;
 		}
 	}
-	send_hello(tc, 0, NULL);
+	(void)send_hello(tc, 0, NULL); /* a failure closed tc */
 }
 
 /* The first connection told us the shard count: open the others. */
@@ -211,13 +224,26 @@ static int on_hello(struct tcp_conn *tc, const struct kvr_frame *f, const uint8_
 			kvr_conn_close(&tc->c, -EACCES);
 			return 0;
 		}
-		kvr_proto_auth_tag(cl->secret, cl->o.secret_len, h.auth, tag);
+		rc = kvr_proto_auth_tag(cl->secret, cl->o.secret_len, h.auth, tag);
+		if (rc) {
+			kvr_log(cl->t.e, KVR_LOG_WARN, "%s: cannot make the auth tag: %s", tc->name,
+				strerror(-rc));
+			kvr_conn_close(&tc->c, rc);
+			return 0;
+		}
 		tc->state = CONN_AUTH;
-		send_hello(tc, 1, tag);
+		(void)send_hello(tc, 1, tag); /* a failure closed tc */
 		return 0;
 	}
 	if (!h.shards || h.shard != tc->shard || (n->shards && h.shards != n->shards))
 		return -EBADMSG;
+	/* We open a connection per shard: a count no server has would have us
+	 * open thousands. */
+	if (h.shards > KVR_PROTO_MAX_SHARDS) {
+		kvr_log(cl->t.e, KVR_LOG_WARN, "%s: HELLO announces %u shards (at most %u)",
+			tc->name, h.shards, KVR_PROTO_MAX_SHARDS);
+		return -EPROTO;
+	}
 	if (tc->rdma) {
 		rc = tcp_rdma_ready(tc, &h);
 		if (rc) {
@@ -255,7 +281,10 @@ static int on_hello(struct tcp_conn *tc, const struct kvr_frame *f, const uint8_
 
 /* ---------------------------------------------------------------- answers */
 
-struct tcp_op *tcp_op_find(struct tcp_conn *tc, uint64_t id)
+/* The op with request id `id` in `state` on tc, or NULL: an id from the
+ * wire is bounds-checked before it indexes anything, and names only ops of
+ * the connection it arrived on. */
+static struct tcp_op *op_find(struct tcp_conn *tc, uint64_t id, int state)
 {
 	struct tcp_cluster *cl = tc->n->cl;
 	uint32_t i = (uint32_t)id;
@@ -264,9 +293,14 @@ struct tcp_op *tcp_op_find(struct tcp_conn *tc, uint64_t id)
 	if (i >= cl->nops)
 		return NULL;
 	op = &cl->ops[i];
-	if (op->id != id || op->conn != tc || op->state != OP_SENT)
+	if (op->id != id || op->conn != tc || op->state != state)
 		return NULL;
 	return op;
+}
+
+struct tcp_op *tcp_op_find(struct tcp_conn *tc, uint64_t id)
+{
+	return op_find(tc, id, OP_SENT);
 }
 
 /* A GET payload with a crc trailer matches it (one without: trusted, the
@@ -365,10 +399,9 @@ static int on_frame(struct kvr_conn *c, const struct kvr_frame *f, const uint8_t
 static void on_payload(struct kvr_conn *c, const struct kvr_frame *f)
 {
 	struct tcp_conn *tc = c->owner;
-	struct tcp_cluster *cl = tc->n->cl;
-	struct tcp_op *op = &cl->ops[(uint32_t)f->id];
+	struct tcp_op *op = op_find(tc, f->id, OP_RECV);
 
-	if ((uint32_t)f->id >= cl->nops || op->id != f->id || op->state != OP_RECV)
+	if (!op)
 		return; /* discarded */
 	tcp_list_del(&tc->sent, op);
 	tcp_op_answer(op, payload_intact(op, f, &op->rx_crc) ? (int64_t)f->payload_len : -EIO);
