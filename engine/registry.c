@@ -228,6 +228,7 @@ KVR_EXPORT int kvr_mem_register(kvr_engine *e, void *addr, size_t len, unsigned 
 
 	if (!e || !addr || !len || !out || a + len < a)
 		return -EINVAL;
+	e->errmsg[0] = 0; /* a message explains this call's failure only */
 	if (flags & ~(unsigned)(KVR_MEM_CUDA | KVR_MEM_CUDA_PINNED) ||
 	    (flags & KVR_MEM_CUDA && flags & KVR_MEM_CUDA_PINNED))
 		return -EINVAL;

@@ -15,8 +15,6 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#define GROUP_MAX_SHARDS 1024u
-
 enum { SHARD_WAITING, SHARD_SERVING, SHARD_CLOSED };
 
 struct grp_shard {
@@ -40,7 +38,7 @@ KVR_EXPORT int kvr_server_group_create(uint32_t shards, kvr_server_group **out)
 	if (!out)
 		return -EINVAL;
 	*out = NULL;
-	if (!shards || shards > GROUP_MAX_SHARDS)
+	if (!shards || shards > KVR_PROTO_MAX_SHARDS)
 		return -EINVAL;
 	g = calloc(1, sizeof(*g) + shards * sizeof(g->sh[0]));
 	if (!g)

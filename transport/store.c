@@ -204,6 +204,7 @@ KVR_EXPORT int kvr_store_open(kvr_engine *e, const char *uri, const struct kvr_s
 	if (!e || !uri || !out)
 		return -EINVAL;
 	*out = NULL;
+	e->errmsg[0] = 0; /* a message explains this call's failure only */
 	if (e->destroying)
 		return -ESHUTDOWN;
 	memset(&o, 0, sizeof(o));
