@@ -479,13 +479,27 @@ KVR_EXPORT int kvr_target_close(kvr_target *t)
 	return t->ops->close(t);
 }
 
-KVR_EXPORT int kvr_target_stats(kvr_target *t, struct kvr_stats *out)
+void kvr_stats_copy_out(struct kvr_stats *user, const struct kvr_stats *all)
 {
-	if (!t || !out)
+	uint32_t n = user->size < sizeof(*all) ? user->size : (uint32_t)sizeof(*all);
+
+	memcpy((char *)user + offsetof(struct kvr_stats, batches),
+	       (const char *)all + offsetof(struct kvr_stats, batches),
+	       n - offsetof(struct kvr_stats, batches));
+	user->size = n;
+	user->reserved = 0;
+}
+
+KVR_EXPORT int kvr_target_stats(kvr_target *t, struct kvr_stats *user)
+{
+	struct kvr_stats all;
+
+	if (!t || !user || user->size < offsetof(struct kvr_stats, batches))
 		return -EINVAL;
-	*out = t->stats;
+	all = t->stats;
 	if (t->ops->stats && !t->closed)
-		t->ops->stats(t, out);
+		t->ops->stats(t, &all);
+	kvr_stats_copy_out(user, &all);
 	return 0;
 }
 

@@ -348,6 +348,10 @@ void kvr_batches_cancel_all(kvr_engine *e);
 /* ------------------------------------------------------------------ log */
 
 void kvr_log(kvr_engine *e, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Copy the counters in *all to the caller's struct, as much of it as its
+ * size field says (the ABI rule of struct kvr_stats). */
+void kvr_stats_copy_out(struct kvr_stats *user, const struct kvr_stats *all);
+
 /* Record a detailed message for kvr_engine_errmsg() (and log it as an error). */
 void kvr_set_errmsg(kvr_engine *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

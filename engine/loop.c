@@ -458,9 +458,11 @@ void kvr_flush_del(kvr_engine *e, struct kvr_flush *f)
 	}
 }
 
-KVR_EXPORT int kvr_engine_stats(kvr_engine *e, struct kvr_stats *out)
+KVR_EXPORT int kvr_engine_stats(kvr_engine *e, struct kvr_stats *user)
 {
-	if (!e || !out)
+	struct kvr_stats all, *out = &all;
+
+	if (!e || !user || user->size < offsetof(struct kvr_stats, batches))
 		return -EINVAL;
 	*out = e->stats;
 	/* Per-object and path counters live on the targets (closed ones
@@ -484,6 +486,7 @@ KVR_EXPORT int kvr_engine_stats(kvr_engine *e, struct kvr_stats *out)
 		out->fixed_ios += t->stats.fixed_ios;
 		out->plain_ios += t->stats.plain_ios;
 	}
+	kvr_stats_copy_out(user, &all);
 	return 0;
 }
 

@@ -181,8 +181,14 @@ int kvr_engine_set_wake_cb(kvr_engine *e, void (*fn)(void *ctx), void *ctx);
  *  [2^i, 2^(i+1)) microseconds (bucket 0 also takes < 1 us). */
 #define KVR_LAT_BUCKETS 32
 
-/** Counters, per engine or per target. All counts since creation. */
+/**
+ * Counters, per engine or per target. All counts since creation. The
+ * caller sets `size` (to sizeof(struct kvr_stats) as it was compiled), so
+ * that the struct can grow: the library fills that many bytes at most.
+ */
 struct kvr_stats {
+	uint32_t size;			      /* in: sizeof(struct kvr_stats); out: bytes filled */
+	uint32_t reserved;		      /* 0 */
 	uint64_t batches;		      /* batches completed */
 	uint64_t puts, gets, exists, removes; /* objects completed, per op */
 	uint64_t errors;		      /* objects completed with an error */
@@ -212,7 +218,9 @@ struct kvr_stats {
 	uint64_t lat_us[KVR_LAT_BUCKETS];     /* per-object latency histogram */
 };
 
-/** Copy the engine's counters into *out. Errors: -EINVAL (NULL argument). */
+/** Copy the engine's counters into *out (at most out->size bytes, out->size
+ *  set to what was filled). Errors: -EINVAL (NULL argument, or out->size
+ *  smaller than the size field and its padding, e.g. 0). */
 int kvr_engine_stats(kvr_engine *e, struct kvr_stats *out);
 
 /**
@@ -505,7 +513,8 @@ int kvr_submit(kvr_target *t, enum kvr_op op, const kvr_obj *objs, size_t n, uin
  */
 int kvr_target_close(kvr_target *t);
 
-/** Copy the target's counters. Errors: -EINVAL (NULL argument). */
+/** Copy the target's counters, as kvr_engine_stats() does. Errors: -EINVAL
+ *  (NULL argument, or out->size too small). */
 int kvr_target_stats(kvr_target *t, struct kvr_stats *out);
 
 #ifdef __cplusplus

@@ -169,7 +169,7 @@ int bench_env_open(struct bench_env *env, const char *uri, uint64_t capacity, ui
 {
 	struct kvr_engine_opts eo;
 	struct kvr_store_opts so;
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 	int rc;
 
 	memset(env, 0, sizeof(*env));

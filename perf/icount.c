@@ -109,7 +109,7 @@ static void settle(struct icount *ic, unsigned want)
 
 static uint64_t ios_issued(struct icount *ic)
 {
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 
 	kvr_target_stats(ic->t, &st);
 	return st.fixed_ios + st.plain_ios;

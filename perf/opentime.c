@@ -117,7 +117,7 @@ static int timed_open(const char *uri, const char *what)
 {
 	kvr_engine *e;
 	kvr_target *t;
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 	int rc;
 
 	if (kvr_engine_create(NULL, &e))

@@ -501,11 +501,9 @@ static uint64_t max_u64(uint64_t a, uint64_t b)
  * submissions (take the larger where both might count). */
 static void engine_counters(kvr_engine *e, kvr_target *t, struct bench_engine_delta *d)
 {
-	struct kvr_stats es, ts;
+	struct kvr_stats es = {.size = sizeof(es)}, ts = {.size = sizeof(ts)};
 
 	memset(d, 0, sizeof(*d));
-	memset(&es, 0, sizeof(es));
-	memset(&ts, 0, sizeof(ts));
 	kvr_engine_stats(e, &es);
 	kvr_target_stats(t, &ts);
 	d->fixed_ios = max_u64(es.fixed_ios, ts.fixed_ios);

@@ -66,7 +66,7 @@ static void expect_all(struct fx *f, const kvr_obj *objs, size_t n, int err, boo
 
 static void check_nothing_happened(struct fx *f)
 {
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 
 	assert_int_equal(kvr_engine_poll(f->e, 0), 0);
 	assert_int_equal(cb_calls, 0);
@@ -186,7 +186,7 @@ static void test_bad_batches(void **state)
 	assert_int_equal(kvr_target_close(f.file), 0);
 	expect_all(&f, objs, 1, -EBADF, false);
 	assert_int_equal(kvr_target_close(f.mem), -EBADF);
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 
 	assert_int_equal(kvr_target_stats(f.mem, &st), 0);
 	assert_int_equal(kvr_target_stats(NULL, &st), -EINVAL);

@@ -108,7 +108,7 @@ static void test_deadline_cancels(void **state)
 	assert_true(ms >= 95 && ms < 2000);
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(d.results[i], -ETIMEDOUT);
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 
 	kvr_engine_stats(e, &st);
 	assert_int_equal(st.timeouts, 3);
@@ -260,6 +260,49 @@ static void test_queue_beyond_pool(void **state)
 	kvt_free_mem(buf, 1 << 20);
 }
 
+/* struct kvr_stats can grow: the library fills as much of it as the
+ * caller's size says and never writes past it. */
+static void test_stats_size(void **state)
+{
+	kvr_engine *e = kvt_engine();
+	kvr_target *t;
+	struct {
+		struct kvr_stats st;
+		uint8_t guard[64];
+	} old;
+	struct kvr_stats full = {.size = sizeof(full)}, none = {0};
+	uint8_t buf[4096] = {0};
+	kvr_mr *mr;
+	kvr_sge sge = {buf, sizeof(buf)};
+	kvr_obj o = {"k", 1, &sge, 1};
+	struct kvt_done d = {0};
+	const uint32_t small = offsetof(struct kvr_stats, lat_us);
+
+	assert_int_equal(kvr_mem_register(e, buf, sizeof(buf), 0, &mr), 0);
+	assert_int_equal(kvr_store_open(e, "mem:1M", NULL, &t), 0);
+	assert_int_equal(kvr_put(t, &o, 1, kvt_batch_cb, &d), 0);
+	assert_int_equal(kvt_wait(e, &d, 5000), 1);
+	assert_int_equal(kvr_engine_stats(e, &none), -EINVAL);
+	assert_int_equal(kvr_target_stats(t, &none), -EINVAL);
+	assert_int_equal(kvr_engine_stats(e, &full), 0);
+	assert_int_equal(full.size, sizeof(full));
+	assert_int_equal(full.puts, 1);
+	/* an older, smaller struct: filled up to its end, not one byte past */
+	memset(&old, 0xEE, sizeof(old));
+	old.st.size = small;
+	assert_int_equal(kvr_target_stats(t, &old.st), 0);
+	assert_int_equal(old.st.size, small);
+	assert_int_equal(old.st.puts, 1);
+	for (size_t i = small; i < sizeof(old); i++)
+		assert_int_equal(((uint8_t *)&old)[i], 0xEE);
+	/* a newer, larger one: told how much was filled */
+	memset(&old, 0, sizeof(old));
+	old.st.size = sizeof(old);
+	assert_int_equal(kvr_engine_stats(e, &old.st), 0);
+	assert_int_equal(old.st.size, sizeof(struct kvr_stats));
+	kvr_engine_destroy(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -269,6 +312,7 @@ int main(void)
 	    cmocka_unit_test(test_destroy_reports_pending),
 	    cmocka_unit_test(test_callback_submits),
 	    cmocka_unit_test(test_queue_beyond_pool),
+	    cmocka_unit_test(test_stats_size),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -294,7 +294,7 @@ static void child_cb(void *ctx, size_t n, const int64_t *res)
 	if (nack)
 		child_write(c, acks, nack);
 	if (s->op != C_GET) {
-		struct kvr_stats st;
+		struct kvr_stats st = {.size = sizeof(st)};
 
 		CHILD_CHECK(c, kvr_target_stats(c->t, &st) == 0, 0, -1);
 		CHILD_CHECK(c, st.evictions == 0 && st.checksum_errors == 0, st.checksum_errors,
@@ -801,7 +801,7 @@ static void verify(struct crash *cs, bool may_be_invalid, bool *valid)
 	kvr_engine *e = kvt_engine();
 	kvr_target *t = NULL;
 	kvr_mr *mr;
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 	uint64_t objects = 0, used = 0, eio = 0;
 	int rc;
 

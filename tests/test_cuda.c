@@ -161,7 +161,7 @@ static void file_store(void **state)
 	struct kvr_store_opts so = {.size = sizeof(so), .capacity = 256ull << 20};
 	const char *path = kvt_path("cuda_fs");
 	char uri[4200];
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 
 	(void)state;
 	fx_up(&f);

@@ -77,7 +77,7 @@ static int64_t op1(struct fx *f, enum kvr_op op, const char *key, void *addr, si
 static void test_aligned_is_direct(void **state)
 {
 	struct fx f;
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 
 	setup(&f, "fs_direct", 0, 64 << 20);
 	kvt_fill(f.buf, 1 << 20, 1);
@@ -97,7 +97,7 @@ static void test_aligned_is_direct(void **state)
 static void test_unaligned_fallback(void **state)
 {
 	struct fx f;
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 	/* odd lengths and addresses: head and tail bytes take the fallback;
 	 * in[1]'s middle block lines up with the file and goes direct */
 	kvr_sge in[4] = {{NULL, 5000}, {NULL, 8192}, {NULL, 3}, {NULL, 10000}};
@@ -177,7 +177,7 @@ static void test_ops_and_reopen(void **state)
 		assert_int_equal(op1(&f, KVR_OP_EXISTS, "key-3", NULL, 0), 4000);
 		reopen(&f, KVR_STORE_NO_CREATE);
 	}
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 
 	kvr_target_stats(f.t, &st);
 	assert_int_equal(st.objects, 49);
@@ -207,7 +207,7 @@ static void test_checksum_failure(void **state)
 	close(fd);
 	assert_int_equal(op1(&f, KVR_OP_GET, "c", f.buf + 65536, 8192), -EIO);
 	assert_int_equal(op1(&f, KVR_OP_GET, "c", f.buf + 65536, 8192), -ENOENT);
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 
 	kvr_target_stats(f.t, &st);
 	assert_int_equal(st.checksum_errors, 1);
@@ -224,7 +224,7 @@ static void test_eviction_and_no_evict(void **state)
 		snprintf(key, sizeof(key), "e%d", i);
 		assert_int_equal(op1(&f, KVR_OP_PUT, key, f.buf, 128 << 10), 128 << 10);
 	}
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 
 	kvr_target_stats(f.t, &st);
 	assert_int_equal(st.objects, 8);
@@ -531,7 +531,7 @@ static uint64_t file_size(const char *path)
 static void test_presized_file(void **state)
 {
 	struct fx f;
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 	int fd;
 
 	f.e = kvt_engine();

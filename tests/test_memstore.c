@@ -75,7 +75,7 @@ static void test_roundtrip(void **state)
 	assert_int_equal(op1(&f, KVR_OP_REMOVE, "obj", NULL, 0), -ENOENT);
 	assert_int_equal(op1(&f, KVR_OP_GET, "obj", dst, 8192), -ENOENT);
 
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 
 	assert_int_equal(kvr_target_stats(f.t, &st), 0);
 	assert_int_equal(st.puts, 1);
@@ -98,7 +98,7 @@ static void test_replace(void **state)
 	assert_int_equal(op1(&f, KVR_OP_PUT, "k", f.buf + 10000, 3000), 3000);
 	assert_int_equal(op1(&f, KVR_OP_GET, "k", dst, 10000), 3000);
 	assert_true(kvt_check(dst, 3000, 2));
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 
 	kvr_target_stats(f.t, &st);
 	assert_int_equal(st.objects, 1);
@@ -122,7 +122,7 @@ static void test_eviction_lru(void **state)
 	assert_int_equal(op1(&f, KVR_OP_EXISTS, "k1", NULL, 0), -ENOENT);
 	assert_int_equal(op1(&f, KVR_OP_EXISTS, "k2", NULL, 0), -ENOENT);
 	assert_int_equal(op1(&f, KVR_OP_EXISTS, "k3", NULL, 0), 4096);
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 
 	kvr_target_stats(f.t, &st);
 	assert_int_equal(st.evictions, 2);
@@ -161,7 +161,7 @@ static void test_checksum_failure(void **state)
 	((uint8_t *)pool->base)[en->off + 77] ^= 0x40;
 	assert_int_equal(op1(&f, KVR_OP_GET, "c", f.buf + 8192, 4096), -EIO);
 	assert_int_equal(op1(&f, KVR_OP_GET, "c", f.buf + 8192, 4096), -ENOENT);
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 
 	kvr_target_stats(f.t, &st);
 	assert_int_equal(st.checksum_errors, 1);

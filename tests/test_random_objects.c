@@ -626,7 +626,7 @@ static void get_some(struct run *r, struct item *v, const bool *only, bool probe
 
 static void stats_check(struct run *r, const char *when)
 {
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 	uint64_t objects = 0, used = 0;
 
 	if (r->remote)
@@ -806,7 +806,7 @@ static void test_file_store(void **state)
 	int64_t t0 = now_ms();
 	char *path = store_path, uri[4200], extra[160];
 	struct kvr_store_opts so = {.size = sizeof(so), .flags = KVR_STORE_TRUNCATE};
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 	uint32_t removed, overwritten, live;
 	struct item *v;
 

@@ -172,7 +172,7 @@ static void await_up(struct ctx *c)
 
 static void print_counters(struct ctx *c, const char *what, uint64_t objects)
 {
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 
 	assert_int_equal(kvr_target_stats(c->t, &st), 0);
 	print_message("%s: %" PRIu64 " objects: %.2f work requests, %.3f doorbells, %.3f cq "
@@ -705,7 +705,7 @@ static void device_memory_direct(void **state)
 {
 	struct kvt_server s;
 	struct kvt_done *d = calloc(1, sizeof(*d));
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 	struct fake_dev *dev;
 	char uri[512];
 	struct ctx c;

@@ -83,7 +83,7 @@ static void test_large_region_split(void **state)
 	assert_int_equal(kvt_wait(e, &d, 10000), 1);
 	assert_int_equal(d.results[0], 4u << 20);
 	assert_true(kvt_check(obj, 4u << 20, 11));
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 
 	kvr_target_stats(t, &st);
 	assert_int_equal(st.bounce_bytes, 0);

@@ -146,7 +146,7 @@ static void round_trips(struct fx *f, uint32_t n, size_t len, uint32_t nsge)
 static void mem_store(void **state)
 {
 	struct fx f;
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 
 	(void)state;
 	fx_up(&f, 0);
@@ -164,7 +164,7 @@ static void file_store(void **state)
 {
 	struct fx f;
 	struct kvr_store_opts so = {.size = sizeof(so), .capacity = 256ull << 20};
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 	char uri[4200];
 
 	(void)state;

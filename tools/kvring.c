@@ -668,11 +668,10 @@ static void print_target_stats(const struct cli *c, const struct kvr_stats *st)
 
 static int cmd_stats(struct cli *c)
 {
-	struct kvr_stats st;
+	struct kvr_stats st = {.size = sizeof(st)};
 	int rc = EXIT_OK;
 	const char *p;
 
-	memset(&st, 0, sizeof(st));
 	if (kvr_target_stats(c->t, &st)) {
 		say(c, "cannot read the target's counters");
 		return EXIT_ERROR;

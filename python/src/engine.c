@@ -217,7 +217,7 @@ static PyObject *Engine_stop(kvpy_Engine *self, PyObject *unused)
 
 static PyObject *Engine_stats(kvpy_Engine *self, PyObject *unused)
 {
-	struct kvr_stats s;
+	struct kvr_stats s = {.size = sizeof(s)};
 
 	if (kvpy_engine_check(self))
 		return NULL;

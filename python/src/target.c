@@ -126,7 +126,7 @@ static PyObject *Target_close(kvpy_Target *self, PyObject *unused)
 
 static PyObject *Target_stats(kvpy_Target *self, PyObject *unused)
 {
-	struct kvr_stats s;
+	struct kvr_stats s = {.size = sizeof(s)};
 
 	if (target_check(self))
 		return NULL;
