@@ -20,6 +20,15 @@
  * When the active half fills, and at every clean close, the index is written
  * as a snapshot at the start of the other half (new log generation), and the
  * superblock switches to it.
+ *
+ * That compaction runs synchronously inside the loop round that filled the
+ * half: one pwrite of the live index, then two fdatasyncs (snapshot, then
+ * superblock), and the engine's loop waits for them. Its size is bounded:
+ * the snapshot keeps at most the records that fit in half of a log half
+ * (older objects are evicted first), and a half is capacity/64 clamped to
+ * 8 MiB..1 GiB, so the write is at most capacity/128 and never over
+ * 512 MiB (8 MiB for a 1 GiB store). A half fills only after about
+ * half/record-size puts since the last compaction.
  */
 #ifndef KVR_FILESTORE_H
 #define KVR_FILESTORE_H
