@@ -229,10 +229,10 @@ KVR_EXPORT int kvr_mem_register(kvr_engine *e, void *addr, size_t len, unsigned 
 	if (!e || !addr || !len || !out || a + len < a)
 		return -EINVAL;
 	e->errmsg[0] = 0; /* a message explains this call's failure only */
-	if (flags & ~(unsigned)(KVR_MEM_CUDA | KVR_MEM_CUDA_PINNED) ||
-	    (flags & KVR_MEM_CUDA && flags & KVR_MEM_CUDA_PINNED))
+	if (flags & ~(unsigned)(KVR_MEM_CUDA | KVR_MEM_CUDA_PINNED | KVR_MEM_NO_PIN) ||
+	    (flags & KVR_MEM_CUDA && flags & (KVR_MEM_CUDA_PINNED | KVR_MEM_NO_PIN)))
 		return -EINVAL;
-	if (flags && !e->devmem) {
+	if (flags & (KVR_MEM_CUDA | KVR_MEM_CUDA_PINNED) && !e->devmem) {
 		rc = kvr_devmem_attach(e);
 		if (rc)
 			return rc;
@@ -269,6 +269,10 @@ KVR_EXPORT int kvr_mem_register(kvr_engine *e, void *addr, size_t len, unsigned 
 			free(mr);
 			return rc;
 		}
+	} else if (flags & KVR_MEM_NO_PIN) {
+		/* Not a fixed buffer: nothing is pinned now, and every I/O
+		 * resolves the addresses afresh (the plain, still zero-copy,
+		 * path), so the owner may remap the memory under us. */
 	} else if (n > e->nfree_slots) {
 		if (e->nslots) {
 			kvr_set_errmsg(e, "fixed-buffer table full (%u slots of 1 GiB)", e->nslots);

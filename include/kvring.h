@@ -250,6 +250,12 @@ enum {
 	/** Host memory that is also pinned for CUDA (cudaHostRegister), so
 	 *  copies between it and the GPU run at full speed. */
 	KVR_MEM_CUDA_PINNED = 1u << 1,
+	/** Host memory the registrant does not own for the registration's
+	 *  life (it may be unmapped, remapped or madvise'd away under it): no
+	 *  io_uring fixed buffer is made, so nothing is pinned at registration
+	 *  and each I/O resolves its addresses afresh (the plain zero-copy
+	 *  path). RDMA targets still register MRs for it. */
+	KVR_MEM_NO_PIN = 1u << 2,
 };
 
 /**
@@ -265,7 +271,8 @@ enum {
  * bytes straight between the NIC and the GPU; every other target gets them
  * staged through the engine's pinned, registered bounce pool with
  * asynchronous copies on an engine-owned stream, overlapped with the I/O.
- * Errors: -EINVAL (NULL/zero arguments, unknown flags, both CUDA flags),
+ * Errors: -EINVAL (NULL/zero arguments, unknown flags, KVR_MEM_CUDA with
+ * either other flag),
  * -EEXIST (overlaps a registered region), -ENOSPC (fixed-buffer table
  * full), -ENOMEM (pinning failed: usually RLIMIT_MEMLOCK —
  * kvr_engine_errmsg() names the limit), -EOPNOTSUPP (a CUDA flag in a

@@ -2,6 +2,8 @@
 /* engine/registry.c: lookup, splitting, -EBUSY, the RLIMIT_MEMLOCK error, and
  * memory listeners. */
 #include "fixtures.h"
+
+#include <sys/mman.h>
 #include "engine/engine.h"
 
 #include <linux/capability.h>
@@ -272,6 +274,54 @@ static void test_busy_until_callback(void **state)
 	kvt_free_mem(m, 1 << 20);
 }
 
+/* KVR_MEM_NO_PIN: no fixed buffer is made, so memory remapped under the
+ * registration is read as it is now, not as the pages pinned at
+ * registration (what a fixed buffer would still point at). */
+static void test_no_pin_follows_remaps(void **state)
+{
+	kvr_engine *e = kvt_engine();
+	const size_t len = 1 << 20;
+	uint8_t *m = kvt_alloc_mem(len), *out = kvt_alloc_mem(len);
+	kvr_mr *mr, *mo;
+	kvr_target *t;
+	char uri[600];
+	const char *path = kvt_path("nopin");
+	struct kvr_store_opts so = {
+	    .size = sizeof(so), .flags = KVR_STORE_TRUNCATE, .capacity = 64 << 20};
+	struct kvt_done d = {0};
+	kvr_sge sge = {m, len}, so_sge = {out, len};
+	kvr_obj a = {"a", 1, &sge, 1}, b = {"b", 1, &sge, 1}, gb = {"b", 1, &so_sge, 1};
+
+	assert_int_equal(kvr_mem_register(e, m, len, KVR_MEM_NO_PIN, &mr), 0);
+	assert_int_equal(mr->nfixed, 0);
+	assert_int_equal(kvr_mem_register(e, out, len, 0, &mo), 0);
+	assert_int_equal(kvr_mem_register(e, out, len, KVR_MEM_CUDA | KVR_MEM_NO_PIN, &mo),
+			 -EINVAL);
+	snprintf(uri, sizeof(uri), "file:%s", path);
+	assert_int_equal(kvr_store_open(e, uri, &so, &t), 0);
+	kvt_fill(m, len, 1);
+	assert_int_equal(kvr_put(t, &a, 1, kvt_batch_cb, &d), 0);
+	assert_int_equal(kvt_wait(e, &d, 10000), 1);
+	assert_int_equal(d.results[0], (int64_t)len);
+	/* the owner replaces the memory: new pages at the same address */
+	assert_true(mmap(m, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+			 -1, 0) == m);
+	kvt_fill(m, len, 2);
+	d.calls = 0;
+	assert_int_equal(kvr_put(t, &b, 1, kvt_batch_cb, &d), 0);
+	assert_int_equal(kvt_wait(e, &d, 10000), 1);
+	d.calls = 0;
+	assert_int_equal(kvr_get(t, &gb, 1, kvt_batch_cb, &d), 0);
+	assert_int_equal(kvt_wait(e, &d, 10000), 1);
+	assert_int_equal(d.results[0], (int64_t)len);
+	assert_true(kvt_check(out, len, 2));
+	assert_int_equal(kvr_target_close(t), 0);
+	kvr_engine_destroy(e);
+	kvt_free_mem(m, len);
+	kvt_free_mem(out, len);
+	kvt_unlink(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -280,6 +330,7 @@ int main(void)
 	    cmocka_unit_test(test_memlock_error),
 	    cmocka_unit_test(test_listeners),
 	    cmocka_unit_test(test_busy_until_callback),
+	    cmocka_unit_test(test_no_pin_follows_remaps),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
