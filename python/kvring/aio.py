@@ -31,18 +31,25 @@ class Driver:
         self.loop = loop
         self._timer: asyncio.TimerHandle | None = None
         self._pending = 0
-        loop.add_reader(engine.fd, self._poll)
+        self._fd = engine.fd
+        # A reader left on this number by a closed engine (whose fd the
+        # kernel gave out again) would keep the new one out of the
+        # selector: drop it first.
+        loop.remove_reader(self._fd)
+        loop.add_reader(self._fd, self._poll)
 
     def close(self) -> None:
         """Stop watching the engine (pending awaits are not resolved)."""
         if self._timer:
             self._timer.cancel()
             self._timer = None
-        if not self.engine.closed:
-            self.loop.remove_reader(self.engine.fd)
+        if self._fd >= 0:
+            self.loop.remove_reader(self._fd)
+            self._fd = -1
 
     def _poll(self) -> None:
         if self.engine.closed:
+            self.close()
             return
         while self.engine.poll(0):
             pass
@@ -90,7 +97,7 @@ def driver(engine: Engine) -> Driver:
     """The Driver of engine on the running loop (created on first use)."""
     loop = asyncio.get_running_loop()
     d = _drivers.get(engine)
-    if d is None or d.loop is not loop:
+    if d is None or d.loop is not loop or d._fd < 0:
         if d is not None:
             d.close()
         d = Driver(engine, loop)

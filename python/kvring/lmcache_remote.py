@@ -21,6 +21,7 @@ completions taken on the asyncio loop through the connector's eventfd.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import select
 import threading
 from typing import Any
@@ -85,13 +86,13 @@ class KvringRemoteConnector(RemoteConnector):
         for entry, ok, err, res in done:
             if entry is None:
                 continue
-            fut, _keepalive = entry
+            fut, _keepalive, objs = entry
             if isinstance(fut, asyncio.Future):
-                self.loop.call_soon_threadsafe(_resolve, fut, ok, err, res)
+                self.loop.call_soon_threadsafe(_resolve, fut, ok, err, res, objs)
             else:
-                _resolve(fut, ok, err, res)
+                _resolve(fut, ok, err, res, objs)
 
-    def _submit(self, fut, op: str, keys: list[str], bufs=None) -> None:
+    def _submit(self, fut, op: str, keys: list[str], bufs=None, objs=None) -> None:
         with self._lock:
             if op == "get":
                 cid = self._conn.submit_batch_get(keys, bufs)
@@ -101,22 +102,26 @@ class KvringRemoteConnector(RemoteConnector):
                 cid = self._conn.submit_batch_exists(keys)
             else:
                 cid = self._conn.submit_batch_delete(keys)
-            self._pending[cid] = (fut, bufs)
+            self._pending[cid] = (fut, bufs, objs)
 
-    async def _batch(self, op: str, keys: list[str], bufs=None) -> list[int]:
+    async def _batch(self, op: str, keys: list[str], bufs=None, objs=None) -> list[int]:
+        """One batch awaited. objs: MemoryObjs a get writes into; if the
+        await is cancelled they are handed back only once the batch is done
+        (the kernel may still be writing into them until then)."""
         fut = self.loop.create_future()
-        self._submit(fut, op, keys, bufs)
+        self._submit(fut, op, keys, bufs, objs)
         return await fut
 
     def _batch_sync(self, op: str, keys: list[str], bufs=None) -> list[int]:
-        import concurrent.futures
-
         fut: concurrent.futures.Future = concurrent.futures.Future()
         self._submit(fut, op, keys, bufs)
         # Drain here too, so that a caller on the loop's own thread (or
-        # with the loop busy) still gets its answer.
+        # with the loop busy) still gets its answer. poll(), not select():
+        # the fd may be past FD_SETSIZE in a large process.
+        p = select.poll()
+        p.register(self._fd, select.POLLIN)
         while not fut.done():
-            select.select([self._fd], [], [], 0.05)
+            p.poll(50)
             self._drain()
         return fut.result()
 
@@ -140,11 +145,14 @@ class KvringRemoteConnector(RemoteConnector):
     def _landed(self, objs: list[MemoryObj], res: list[int]) -> list[MemoryObj | None]:
         out: list[MemoryObj | None] = []
         for o, r in zip(objs, res, strict=True):
+            if 0 < r < o.get_size():
+                try:
+                    o = self.reshape_partial_chunk(o, r)
+                except ValueError:
+                    r = -1  # not a whole number of tokens: not a chunk of ours
             if r <= 0:
-                o.ref_count_down()  # a miss: nothing was written into it
+                o.ref_count_down()  # a miss: handed back to LMCache
                 out.append(None)
-            elif r < o.get_size():
-                out.append(self.reshape_partial_chunk(o, r))
             else:
                 out.append(o)
         return out
@@ -176,6 +184,8 @@ class KvringRemoteConnector(RemoteConnector):
         return True
 
     async def batched_put(self, keys: list[CacheEngineKey], memory_objs: list[MemoryObj]) -> None:
+        if not keys:
+            return
         res = await self._batch("set", [k.to_string() for k in keys], self._buffers(memory_objs))
         bad = [r for r in res if r < 0]
         if bad:
@@ -185,9 +195,13 @@ class KvringRemoteConnector(RemoteConnector):
         return True
 
     async def batched_get(self, keys: list[CacheEngineKey]) -> list[MemoryObj | None]:
+        if not keys:
+            return []
         objs = self._allocate(len(keys))
         try:
-            res = await self._batch("get", [k.to_string() for k in keys], self._buffers(objs))
+            res = await self._batch("get", [k.to_string() for k in keys], self._buffers(objs), objs)
+        except asyncio.CancelledError:
+            raise  # the objects go back when the batch is done (_resolve)
         except BaseException:
             for o in objs:
                 o.ref_count_down()
@@ -198,6 +212,8 @@ class KvringRemoteConnector(RemoteConnector):
         return True
 
     def batched_contains(self, keys: list[CacheEngineKey]) -> int:
+        if not keys:
+            return 0
         return self._prefix(self._batch_sync("exists", [k.to_string() for k in keys]))
 
     def support_batched_async_contains(self) -> bool:
@@ -206,6 +222,8 @@ class KvringRemoteConnector(RemoteConnector):
     async def batched_async_contains(
         self, lookup_id: str, keys: list[CacheEngineKey], pin: bool = False
     ) -> int:
+        if not keys:
+            return 0
         return self._prefix(await self._batch("exists", [k.to_string() for k in keys]))
 
     def support_batched_get_non_blocking(self) -> bool:
@@ -236,15 +254,19 @@ class KvringRemoteConnector(RemoteConnector):
             return
         self._closed = True
         self.loop.remove_reader(self._fd)
-        self._conn.close()
+        self._conn.close()  # joins the engine thread: nothing writes any more
         with self._lock:
             pending, self._pending = self._pending, {}
-        for fut, _ in pending.values():
-            _resolve(fut, False, "kvring: connector closed", None)
+        for fut, _, objs in pending.values():
+            _resolve(fut, False, "connector closed", None, objs)
 
 
-def _resolve(fut, ok: bool, err: str | None, res: list[int] | None) -> None:
+def _resolve(fut, ok: bool, err: str | None, res: list[int] | None, objs=None) -> None:
     if fut.done():
+        # Cancelled: nobody takes the get's objects, and the batch is over,
+        # so they go back to LMCache now.
+        for o in objs or ():
+            o.ref_count_down()
         return
     if ok:
         fut.set_result(res)

@@ -39,17 +39,27 @@ static void batch_cb(void *ctx, size_t n, const int64_t *res)
 	b->eng->done = b;
 }
 
-PyObject *kvpy_batch_submit(kvpy_Engine *eng, kvr_target *t, enum kvr_op op, PyObject *keys,
-			    PyObject *bufs, uint32_t timeout_ms, PyObject *cb)
+PyObject *kvpy_batch_submit(kvpy_Target *tgt, enum kvr_op op, PyObject *keys, PyObject *bufs,
+			    uint32_t timeout_ms, PyObject *cb)
 {
+	kvpy_Engine *eng = tgt->eng;
 	kvpy_Batch *b;
 	void *blk;
 	struct kvpy_desc d;
+	kvr_target *t;
 	int rc;
 
 	blk = kvpy_desc_build(0, keys, bufs, op == KVR_OP_GET, &d);
 	if (!blk)
 		return NULL;
+	/* Building ran Python code (sequences, buffer exports), which may
+	 * have closed the target or the engine: look again. */
+	if (!eng->e || tgt->closed) {
+		kvpy_desc_release(&d);
+		PyMem_RawFree(blk);
+		return kvpy_raise(EBADF, "the %s is closed", eng->e ? "target" : "engine");
+	}
+	t = tgt->t;
 	b = PyObject_New(kvpy_Batch, &kvpy_BatchType);
 	if (!b) {
 		kvpy_desc_release(&d);

@@ -68,7 +68,7 @@ typedef struct kvpy_conn {
 	sem_t closer_done;		 /* close() has made its last call into the engine */
 	struct range ranges[MAX_RANGES]; /* registered; appended by the engine thread */
 	atomic_uint nranges;
-	PyObject *pins; /* list: a buffer of each mapping registered, kept exported */
+	bool inited; /* efd and the semaphores exist */
 } kvpy_Connector;
 
 static const char *const op_names[] = {"set", "get", "exists", "delete"};
@@ -89,7 +89,8 @@ static void push(_Atomic(struct rec *) *stack, struct rec *r, struct rec **old_o
 
 static struct rec *take_fifo(_Atomic(struct rec *) *stack)
 {
-	struct rec *r = atomic_exchange_explicit(stack, NULL, memory_order_acquire), *fifo = NULL;
+	/* seq_cst: pairs with the submitter's push then wake_due exchange. */
+	struct rec *r = atomic_exchange(stack, NULL), *fifo = NULL;
 
 	while (r) {
 		struct rec *n = r->next;
@@ -165,7 +166,10 @@ static void start(kvpy_Connector *c, struct rec *r)
 			complete(c, r);
 			return;
 		}
-		rc = kvr_mem_register(c->e, (void *)w->lo, w->hi - w->lo, KVR_MEM_HOST, &mr);
+		/* KVR_MEM_NO_PIN: the memory is LMCache's, not ours; a fixed
+		 * buffer would keep pointing at today's pages if a part of the
+		 * mapping were ever unmapped or remapped. */
+		rc = kvr_mem_register(c->e, (void *)w->lo, w->hi - w->lo, KVR_MEM_NO_PIN, &mr);
 		if (rc) {
 			r->err = rc;
 			snprintf(r->msg, sizeof(r->msg),
@@ -248,18 +252,16 @@ static const char *const engine_keys[] = {"ring_entries",      "max_objects", "f
 
 static int Connector_init(kvpy_Connector *c, PyObject *args, PyObject *kw)
 {
-	static const char *const dflt[] = {NULL};
 	const char *uri;
 	PyObject *ekw = NULL;
 	int rc;
 
 	if (!PyArg_ParseTuple(args, "s:Connector", &uri))
 		return -1;
-	if (atomic_load(&c->state) != C_STARTING || c->efd) {
+	if (atomic_load(&c->state) != C_STARTING || c->inited) {
 		PyErr_SetString(PyExc_RuntimeError, "Connector already initialised");
 		return -1;
 	}
-	(void)dflt;
 	ekw = PyDict_New();
 	if (!ekw)
 		return -1;
@@ -276,17 +278,14 @@ static int Connector_init(kvpy_Connector *c, PyObject *args, PyObject *kw)
 	Py_DECREF(ekw);
 	if (rc || kvpy_spec_parse(uri, kw, engine_keys, &c->spec))
 		return -1;
-	c->pins = PyList_New(0);
-	if (!c->pins)
-		return -1;
 	c->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (c->efd < 0) {
-		c->efd = 0;
 		kvpy_raise(errno, "eventfd");
 		return -1;
 	}
 	sem_init(&c->ready, 0, 0);
 	sem_init(&c->closer_done, 0, 0);
+	c->inited = true;
 	rc = pthread_create(&c->th, NULL, engine_main, c);
 	if (rc) {
 		kvpy_raise(rc, "starting the engine thread");
@@ -386,6 +385,13 @@ static PyObject *submit(kvpy_Connector *c, enum kvr_op op, PyObject *keys, PyObj
 	if (!r)
 		return NULL;
 	r->d = d;
+	/* Building ran Python code (sequences, buffer exports), which may have
+	 * closed the connector: look again. From here to the push nothing runs
+	 * Python code of the caller's. */
+	if (atomic_load(&c->state) != C_RUNNING) {
+		kvpy_raise(EBADF, "the connector is closed");
+		goto fail;
+	}
 	r->c = c;
 	r->op = op;
 	for (size_t i = 0; i < d.nviews; i++) {
@@ -396,8 +402,6 @@ static PyObject *submit(kvpy_Connector *c, enum kvr_op op, PyObject *keys, PyObj
 			continue;
 		p = plan(c, r, a, d.sges[i].len);
 		if (p < 0)
-			goto fail;
-		if (p > 0 && PyList_Append(c->pins, d.views[i].obj ? d.views[i].obj : Py_None))
 			goto fail;
 	}
 	id = atomic_fetch_add(&c->next_id, 1) + 1;
@@ -575,14 +579,20 @@ static PyObject *Connector_drain_results(kvpy_Connector *c, PyObject *unused)
 
 static void conn_close(kvpy_Connector *c)
 {
-	int st = atomic_load(&c->state);
+	int st = C_RUNNING;
 
-	if (st == C_CLOSED || st == C_STARTING)
+	if (!atomic_compare_exchange_strong(&c->state, &st, C_CLOSING)) {
+		/* Another thread is closing it: wait until it is done. */
+		if (st == C_CLOSING) {
+			Py_BEGIN_ALLOW_THREADS while (atomic_load(&c->state) != C_CLOSED)
+			    usleep(1000);
+			Py_END_ALLOW_THREADS
+		}
 		return;
+	}
 	/* The wake hook sees the state and stops the loop on its own thread;
 	 * the engine thread destroys the engine only after closer_done, so this
 	 * wake never meets a freed engine. */
-	atomic_store(&c->state, C_CLOSING);
 	kvr_engine_wake(c->e);
 	sem_post(&c->closer_done);
 	Py_BEGIN_ALLOW_THREADS pthread_join(c->th, NULL);
@@ -594,7 +604,6 @@ static void conn_close(kvpy_Connector *c)
 	rec_free_list(take_fifo(&c->doneq));
 	c->e = NULL;
 	c->t = NULL;
-	Py_CLEAR(c->pins);
 	atomic_store(&c->state, C_CLOSED);
 }
 
@@ -606,7 +615,7 @@ static PyObject *Connector_close(kvpy_Connector *c, PyObject *unused)
 
 static PyObject *Connector_event_fd(kvpy_Connector *c, PyObject *unused)
 {
-	if (!c->efd)
+	if (!c->inited)
 		return kvpy_raise(EBADF, "the connector was not initialised");
 	return PyLong_FromLong(c->efd);
 }
@@ -615,10 +624,8 @@ static void Connector_dealloc(kvpy_Connector *c)
 {
 	conn_close(c);
 	kvpy_spec_free(&c->spec);
-	Py_CLEAR(c->pins);
-	if (c->efd > 0)
+	if (c->inited) {
 		close(c->efd);
-	if (c->efd > 0 || c->joined) {
 		sem_destroy(&c->ready);
 		sem_destroy(&c->closer_done);
 	}

@@ -144,9 +144,11 @@ static void engine_close(kvpy_Engine *self)
 
 	if (!e)
 		return;
+	/* Cleared first: wake() and stop() from another thread, which may run
+	 * while the GIL is released below, see a closed engine. */
+	self->e = NULL;
 	Py_BEGIN_ALLOW_THREADS kvr_engine_destroy(e);
-	Py_END_ALLOW_THREADS self->e = NULL;
-	kvpy_batches_finish(self);
+	Py_END_ALLOW_THREADS kvpy_batches_finish(self);
 	for (r = *engine_regs(self); r; r = next) {
 		next = r->next;
 		if (r->owner)

@@ -29,6 +29,10 @@ const char *kvpy_open_hint(int err);
 
 /* ------------------------------------------------------------- options */
 
+/* A non-negative int that fits 32 bits into *out; -1 with TypeError or
+ * kvring.Error(EINVAL) set otherwise. */
+int kvpy_u32(PyObject *v, const char *name, uint32_t *out);
+
 /* Engine options from keyword arguments (ring_entries, max_objects,
  * fixed_buffers, timeout_ms, stage_bytes, busy_poll, no_defer_taskrun).
  * Returns 0, or -1 with TypeError/ValueError set for unknown or bad ones. */
@@ -122,9 +126,10 @@ int kvpy_engine_check(kvpy_Engine *eng);
  * count, or -1 with an exception set. */
 int kvpy_engine_poll(kvpy_Engine *eng, int timeout_ms);
 
-/* batch.c: submit a batch on target t of engine eng (GIL held). */
-PyObject *kvpy_batch_submit(kvpy_Engine *eng, kvr_target *t, enum kvr_op op, PyObject *keys,
-			    PyObject *bufs, uint32_t timeout_ms, PyObject *future);
+/* batch.c: submit a batch on tgt (GIL held); the target is checked again
+ * once the batch is built, since building runs Python code. */
+PyObject *kvpy_batch_submit(kvpy_Target *tgt, enum kvr_op op, PyObject *keys, PyObject *bufs,
+			    uint32_t timeout_ms, PyObject *callback);
 /* Finish the batches eng->done holds (GIL held). */
 void kvpy_batches_finish(kvpy_Engine *eng);
 

@@ -91,7 +91,7 @@ static int kw_u64(PyObject *v, const char *name, uint64_t max, uint64_t *out)
 	return 0;
 }
 
-static int kw_u32(PyObject *v, const char *name, uint32_t *out)
+int kvpy_u32(PyObject *v, const char *name, uint32_t *out)
 {
 	uint64_t x;
 
@@ -134,13 +134,13 @@ int kvpy_engine_opts(PyObject *kw, struct kvr_engine_opts *o)
 		if (!name)
 			return -1;
 		if (!strcmp(name, "ring_entries"))
-			rc = kw_u32(v, name, &o->ring_entries);
+			rc = kvpy_u32(v, name, &o->ring_entries);
 		else if (!strcmp(name, "max_objects"))
-			rc = kw_u32(v, name, &o->max_objects);
+			rc = kvpy_u32(v, name, &o->max_objects);
 		else if (!strcmp(name, "fixed_buffers"))
-			rc = kw_u32(v, name, &o->fixed_buffers);
+			rc = kvpy_u32(v, name, &o->fixed_buffers);
 		else if (!strcmp(name, "timeout_ms"))
-			rc = kw_u32(v, name, &o->timeout_ms);
+			rc = kvpy_u32(v, name, &o->timeout_ms);
 		else if (!strcmp(name, "stage_bytes"))
 			rc = kw_u64(v, name, UINT64_MAX, &o->stage_bytes);
 		else if (!strcmp(name, "busy_poll"))
@@ -182,7 +182,7 @@ int kvpy_spec_parse(const char *uri, PyObject *kw, const char *const *skip, stru
 		if (skipped(name, skip))
 			continue;
 		if (!strcmp(name, "timeout_ms")) {
-			rc = kw_u32(v, name, &s->store.timeout_ms);
+			rc = kvpy_u32(v, name, &s->store.timeout_ms);
 			s->conn.timeout_ms = s->store.timeout_ms;
 		} else if ((st = !strcmp(name, "capacity"))) {
 			rc = kw_u64(v, name, UINT64_MAX, &s->store.capacity);
@@ -195,15 +195,15 @@ int kvpy_spec_parse(const char *uri, PyObject *kw, const char *const *skip, stru
 		} else if ((st = !strcmp(name, "dsync"))) {
 			rc = kw_flag(v, KVR_STORE_DSYNC, &s->store.flags);
 		} else if ((cn = !strcmp(name, "conns"))) {
-			rc = kw_u32(v, name, &s->conn.conns);
+			rc = kvpy_u32(v, name, &s->conn.conns);
 		} else if ((cn = !strcmp(name, "replicas"))) {
-			rc = kw_u32(v, name, &s->conn.replicas);
+			rc = kvpy_u32(v, name, &s->conn.replicas);
 		} else if ((cn = !strcmp(name, "connect_timeout_ms"))) {
-			rc = kw_u32(v, name, &s->conn.connect_timeout_ms);
+			rc = kvpy_u32(v, name, &s->conn.connect_timeout_ms);
 		} else if ((cn = !strcmp(name, "retry_ms"))) {
-			rc = kw_u32(v, name, &s->conn.retry_ms);
+			rc = kvpy_u32(v, name, &s->conn.retry_ms);
 		} else if ((cn = !strcmp(name, "zc_min"))) {
-			rc = kw_u32(v, name, &s->conn.zc_min);
+			rc = kvpy_u32(v, name, &s->conn.zc_min);
 		} else if ((cn = !strcmp(name, "secret"))) {
 			Py_buffer b;
 
@@ -320,36 +320,49 @@ static int get_view(PyObject *o, bool writable, size_t key, Py_buffer *v)
 	return -1;
 }
 
+/* A key's SGL given as a list or tuple of buffers? */
+static bool is_sgl(PyObject *b)
+{
+	return PyList_Check(b) || PyTuple_Check(b);
+}
+
 void *kvpy_desc_build(size_t head, PyObject *keys, PyObject *bufs, bool writable,
 		      struct kvpy_desc *d)
 {
-	PyObject *kf = NULL, *bf = NULL;
+	PyObject *kf = NULL, *bf = NULL, *sgls = NULL;
 	size_t nviews = 0, keybytes = 0, held = 0;
 	char *blk = NULL, *kp;
 	Py_ssize_t n;
 
 	memset(d, 0, sizeof(*d));
-	kf = PySequence_Fast(keys, "keys must be a sequence of str or bytes");
+	if (PyUnicode_Check(keys) || PyBytes_Check(keys) || PyByteArray_Check(keys)) {
+		PyErr_SetString(
+		    PyExc_TypeError,
+		    "keys must be a sequence of keys (a list of str or bytes), not one key");
+		return NULL;
+	}
+	/* Snapshots: the caller's lists may change while Python code runs
+	 * below (a generator, a buffer export), ours do not. */
+	kf = PySequence_Tuple(keys);
 	if (!kf)
 		return NULL;
-	n = PySequence_Fast_GET_SIZE(kf);
+	n = PyTuple_GET_SIZE(kf);
 	if (n == 0) {
 		kvpy_raise(EINVAL, "a batch needs at least one key");
 		goto fail;
 	}
 	if (bufs != Py_None) {
-		bf = PySequence_Fast(bufs, "buffers must be a sequence");
+		bf = PySequence_Tuple(bufs);
 		if (!bf)
 			goto fail;
-		if (PySequence_Fast_GET_SIZE(bf) != n) {
-			kvpy_raise(EINVAL, "%zd keys but %zd buffers", n,
-				   PySequence_Fast_GET_SIZE(bf));
+		if (PyTuple_GET_SIZE(bf) != n) {
+			kvpy_raise(EINVAL, "%zd keys but %zd buffers", n, PyTuple_GET_SIZE(bf));
 			goto fail;
 		}
 	}
 	/* pass 1: sizes */
 	for (Py_ssize_t i = 0; i < n; i++) {
-		PyObject *k = PySequence_Fast_GET_ITEM(kf, i);
+		PyObject *k = PyTuple_GET_ITEM(kf, i);
 		Py_ssize_t kl;
 
 		if (PyUnicode_Check(k)) {
@@ -372,40 +385,45 @@ void *kvpy_desc_build(size_t head, PyObject *keys, PyObject *bufs, bool writable
 			goto fail;
 		}
 		keybytes += (size_t)kl;
-		if (bf) {
-			PyObject *b = PySequence_Fast_GET_ITEM(bf, i);
+		if (!bf)
+			continue;
+		PyObject *b = PyTuple_GET_ITEM(bf, i);
 
-			if (PyList_Check(b) || PyTuple_Check(b)) {
-				Py_ssize_t m = PySequence_Size(b);
-
-				if (m == 0) {
-					kvpy_raise(EINVAL, "key %zd has an empty SGL", i);
-					goto fail;
-				}
-				if (m > KVR_MAX_SGE) {
-					kvpy_raise(
-					    E2BIG,
-					    "key %zd has %zd SGEs, more than KVR_MAX_SGE (%d)", i,
-					    m, KVR_MAX_SGE);
-					goto fail;
-				}
-				nviews += (size_t)m;
-			} else {
-				nviews++;
-			}
+		if (!is_sgl(b)) {
+			nviews++;
+			continue;
 		}
+		PyObject *sg = PySequence_Tuple(b);
+
+		if (!sg)
+			goto fail;
+		if (!sgls && !(sgls = PyTuple_New(n))) {
+			Py_DECREF(sg);
+			goto fail;
+		}
+		PyTuple_SET_ITEM(sgls, i, sg);
+		if (PyTuple_GET_SIZE(sg) == 0) {
+			kvpy_raise(EINVAL, "key %zd has an empty SGL", i);
+			goto fail;
+		}
+		if (PyTuple_GET_SIZE(sg) > KVR_MAX_SGE) {
+			kvpy_raise(E2BIG, "key %zd has %zd SGEs, more than KVR_MAX_SGE (%d)", i,
+				   PyTuple_GET_SIZE(sg), KVR_MAX_SGE);
+			goto fail;
+		}
+		nviews += (size_t)PyTuple_GET_SIZE(sg);
 	}
 	size_t hsz = (head + 15) & ~(size_t)15;
 	size_t sz = hsz + (size_t)n * (sizeof(int64_t) + sizeof(kvr_obj)) +
 		    nviews * (sizeof(kvr_sge) + sizeof(Py_buffer)) + keybytes;
 
-	blk = PyMem_RawCalloc(1, sz);
+	blk = PyMem_RawMalloc(sz);
 	if (!blk) {
 		PyErr_NoMemory();
 		goto fail;
 	}
+	memset(blk, 0, hsz + (size_t)n * sizeof(int64_t)); /* header and results */
 	d->n = (size_t)n;
-	d->nviews = nviews;
 	d->results = (int64_t *)(blk + hsz);
 	d->objs = (kvr_obj *)(d->results + n);
 	d->views = (Py_buffer *)(d->objs + n);
@@ -413,7 +431,7 @@ void *kvpy_desc_build(size_t head, PyObject *keys, PyObject *bufs, bool writable
 	kp = (char *)(d->sges + nviews);
 	/* pass 2: export the buffers, lay out keys and SGLs */
 	for (Py_ssize_t i = 0; i < n; i++) {
-		PyObject *k = PySequence_Fast_GET_ITEM(kf, i);
+		PyObject *k = PyTuple_GET_ITEM(kf, i);
 		const char *kb;
 		Py_ssize_t kl;
 		kvr_obj *o = &d->objs[i];
@@ -423,48 +441,28 @@ void *kvpy_desc_build(size_t head, PyObject *keys, PyObject *bufs, bool writable
 		else
 			kb = PyBytes_AS_STRING(k), kl = PyBytes_GET_SIZE(k);
 		memcpy(kp, kb, (size_t)kl);
-		o->key = kp;
-		o->key_len = (size_t)kl;
+		*o = (kvr_obj){kp, (size_t)kl, NULL, 0};
 		kp += kl;
 		if (!bf)
 			continue;
-		PyObject *b = PySequence_Fast_GET_ITEM(bf, i);
+		PyObject *sg = sgls ? PyTuple_GET_ITEM(sgls, i) : NULL;
+		Py_ssize_t m = sg ? PyTuple_GET_SIZE(sg) : 1;
 
 		o->sgl = &d->sges[held];
-		if (PyList_Check(b) || PyTuple_Check(b)) {
-			Py_ssize_t m = PySequence_Size(b);
+		for (Py_ssize_t j = 0; j < m; j++) {
+			PyObject *x = sg ? PyTuple_GET_ITEM(sg, j) : PyTuple_GET_ITEM(bf, i);
 
-			if ((size_t)m + held > nviews) { /* the list grew under us */
-				kvpy_raise(EINVAL, "the SGL of key %zd changed while submitting",
-					   i);
-				goto fail;
-			}
-			for (Py_ssize_t j = 0; j < m; j++) {
-				PyObject *x = PySequence_GetItem(b, j);
-				int rc;
-
-				if (!x)
-					goto fail;
-				rc = get_view(x, writable, (size_t)i, &d->views[held]);
-				Py_DECREF(x);
-				if (rc)
-					goto fail;
-				d->sges[held] =
-				    (kvr_sge){d->views[held].buf, (size_t)d->views[held].len};
-				held++;
-			}
-			o->nsge = (uint32_t)m;
-		} else {
-			if (get_view(b, writable, (size_t)i, &d->views[held]))
+			if (get_view(x, writable, (size_t)i, &d->views[held]))
 				goto fail;
 			d->sges[held] = (kvr_sge){d->views[held].buf, (size_t)d->views[held].len};
 			held++;
-			o->nsge = 1;
 		}
+		o->nsge = (uint32_t)m;
 	}
 	d->nviews = held;
 	Py_DECREF(kf);
 	Py_XDECREF(bf);
+	Py_XDECREF(sgls);
 	return blk;
 fail:
 	for (size_t i = 0; i < held; i++)
@@ -473,6 +471,7 @@ fail:
 	memset(d, 0, sizeof(*d));
 	Py_XDECREF(kf);
 	Py_XDECREF(bf);
+	Py_XDECREF(sgls);
 	return NULL;
 }
 

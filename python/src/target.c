@@ -23,15 +23,21 @@ static int target_check(kvpy_Target *self)
 static PyObject *target_op(kvpy_Target *self, enum kvr_op op, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = {"keys", "buffers", "timeout_ms", "callback", NULL};
-	PyObject *keys, *bufs = Py_None, *cb = Py_None;
-	unsigned int timeout_ms = 0;
+	PyObject *keys, *bufs = Py_None, *cb = Py_None, *tmo = NULL;
+	uint32_t timeout_ms = 0;
 	bool data = op == KVR_OP_PUT || op == KVR_OP_GET;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, data ? "OO|$IO" : "O|O$IO", kwlist, &keys, &bufs,
-					 &timeout_ms, &cb))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, data ? "OO|$OO" : "O|O$OO", kwlist, &keys, &bufs,
+					 &tmo, &cb))
+		return NULL;
+	if (tmo && kvpy_u32(tmo, "timeout_ms", &timeout_ms))
 		return NULL;
 	if (target_check(self))
 		return NULL;
+	if (data && bufs == Py_None) {
+		PyErr_SetString(PyExc_TypeError, "put() and get() need a buffer per key");
+		return NULL;
+	}
 	if (cb != Py_None && !PyCallable_Check(cb)) {
 		PyErr_SetString(PyExc_TypeError, "callback must be callable");
 		return NULL;
@@ -40,8 +46,7 @@ static PyObject *target_op(kvpy_Target *self, enum kvr_op op, PyObject *args, Py
 		PyErr_SetString(PyExc_TypeError, "exists() and remove() take no buffers");
 		return NULL;
 	}
-	return kvpy_batch_submit(self->eng, self->t, op, keys, data ? bufs : Py_None, timeout_ms,
-				 cb);
+	return kvpy_batch_submit(self, op, keys, data ? bufs : Py_None, timeout_ms, cb);
 }
 
 static PyObject *Target_put(kvpy_Target *s, PyObject *a, PyObject *k)
@@ -138,8 +143,13 @@ static void Target_dealloc(kvpy_Target *self)
 {
 	if (self->weakrefs)
 		PyObject_ClearWeakRefs((PyObject *)self);
-	if (!self->closed && self->eng->e && PyThread_get_thread_ident() == self->eng->owner)
-		kvr_target_close(self->t);
+	if (!self->closed && self->eng->e && PyThread_get_thread_ident() == self->eng->owner) {
+		kvr_target *t = self->t;
+
+		/* It waits for the target's I/O: not with the GIL held. */
+		Py_BEGIN_ALLOW_THREADS kvr_target_close(t);
+		Py_END_ALLOW_THREADS
+	}
 	Py_XDECREF(self->uri);
 	Py_DECREF(self->eng);
 	PyObject_Free(self);

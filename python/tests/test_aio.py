@@ -76,3 +76,22 @@ def test_submission_error_raises_in_await():
                 return e.errno
 
     assert asyncio.run(main()) == errno.EFAULT
+
+
+def test_engine_after_engine_on_one_loop():
+    """A closed engine's fd number comes back for the next engine: the
+    driver of the new one must still be woken."""
+
+    async def main():
+        for _ in range(3):
+            eng = kvring.Engine()
+            t = eng.open("mem:1M")
+            ba = bytearray(4096)
+            eng.register(ba)
+            t0 = time.monotonic()
+            assert await t.aput(["k"], [ba]) == [4096]
+            assert await t.aget(["k"], [ba]) == [4096]
+            assert time.monotonic() - t0 < 2
+            eng.close()
+
+    asyncio.run(asyncio.wait_for(main(), 20))

@@ -238,3 +238,34 @@ def test_no_fd_leak(pool):
         del c
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_concurrent_close_and_close_from_a_generator(pool):
+    """Two threads closing at once both return; a key generator that closes
+    the connector mid-submission gets EBADF, not a crash."""
+    for _ in range(20):
+        c = kvring.Connector("mem:4M")
+        ths = [threading.Thread(target=c.close) for _ in range(2)]
+        for t in ths:
+            t.start()
+        for t in ths:
+            t.join(10)
+        assert not any(t.is_alive() for t in ths), "a second close() hung"
+    c = kvring.Connector("mem:4M")
+    mv = memoryview(pool)
+
+    def keys():
+        c.close()
+        yield "a"
+
+    with pytest.raises(kvring.Error) as ei:
+        c.submit_batch_set(keys(), [mv[:10]])
+    assert ei.value.errno == errno.EBADF
+
+
+def test_one_key_is_not_a_key_list(pool):
+    c = kvring.Connector("mem:4M")
+    for bad in ("abc", b"abc", bytearray(b"abc")):
+        with pytest.raises(TypeError):
+            c.submit_batch_exists(bad)
+    c.close()

@@ -268,3 +268,45 @@ def test_limits_at_and_past():
         with pytest.raises(kvring.Error) as ei:
             t.put(keys + ["o64"], bufs)
         assert ei.value.errno == errno.E2BIG
+
+
+def test_python_code_during_submission():
+    """Generators and changing lists while a batch is built: the batch uses
+    what it saw, and an engine closed meanwhile is refused, never crashes."""
+    eng = kvring.Engine()
+    t = eng.open("mem:1M")
+    ba = bytearray(8192)
+    eng.register(ba)
+    mv = memoryview(ba)
+    keys = ["a", "b"]
+
+    def bufs():
+        keys.clear()  # the caller's list changes under the submission
+        yield mv[:4096]
+        yield mv[4096:]
+
+    assert t.put(keys, bufs()).wait() == [4096, 4096]
+
+    def closing_keys():
+        eng.close()
+        yield "a"
+
+    with pytest.raises(kvring.Error) as ei:
+        t.put(closing_keys(), [mv[:10]])
+    assert ei.value.errno == errno.EBADF
+    eng.close()
+
+
+def test_bad_timeouts_and_missing_buffers():
+    with kvring.Engine() as eng:
+        t = eng.open("mem:1M")
+        ba = bytearray(4096)
+        eng.register(ba)
+        for bad in (-1, 2**40):
+            with pytest.raises(kvring.Error) as ei:
+                t.put(["a"], [ba], timeout_ms=bad)
+            assert ei.value.errno == errno.EINVAL
+        with pytest.raises(TypeError):
+            t.get(["a"], None)
+        with pytest.raises(TypeError):
+            t.exists("abc")
