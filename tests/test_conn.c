@@ -588,7 +588,7 @@ static bool fake_no_connect(struct fake *f)
 static void client_shards_bounded(void **state)
 {
 	struct kvr_connect_opts co = {
-	    .size = sizeof(co), .timeout_ms = 3000, .connect_timeout_ms = 300};
+	    .size = sizeof(co), .timeout_ms = 10000, .connect_timeout_ms = 5000};
 	struct kvt_done *d = calloc(1, sizeof(*d));
 	kvr_obj ob = {"shardy", 6, NULL, 0};
 	struct rlimit rl;
