@@ -109,14 +109,21 @@ static void batch_finish(kvpy_Batch *b)
 	b->next = b->prev = NULL;
 	kvpy_desc_release(&b->d);
 	b->results = PyList_New((Py_ssize_t)b->d.n);
+	PyObject *prev = NULL;
+
 	for (size_t i = 0; b->results && i < b->d.n; i++) {
-		PyObject *v = PyLong_FromLongLong(b->d.results[i]);
+		/* A batch's results are mostly one value (the object size):
+		 * share its int object instead of making one per key. */
+		PyObject *v = prev && b->d.results[i] == b->d.results[i - 1]
+				  ? Py_NewRef(prev)
+				  : PyLong_FromLongLong(b->d.results[i]);
 
 		if (!v) {
 			Py_CLEAR(b->results);
 			break;
 		}
 		PyList_SET_ITEM(b->results, (Py_ssize_t)i, v);
+		prev = v;
 	}
 	if (!b->results)
 		PyErr_WriteUnraisable((PyObject *)b);
