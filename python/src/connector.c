@@ -12,8 +12,9 @@
  *
  * Memory: the first time a buffer lies outside every registered region,
  * the mapping holding it (/proc/self/maps) is registered whole on the
- * engine thread, once; LMCache's buffers all lie in one pinned L1 pool, so
- * that is one registration for the connector's life.
+ * engine thread, once, with KVR_MEM_NO_PIN (the memory is not ours to pin);
+ * LMCache's buffers all lie in one L1 pool, so that is one registration for
+ * the connector's life.
  */
 #include "kvpy.h"
 
