@@ -60,7 +60,7 @@ PyObject *kvpy_batch_submit(kvpy_Target *tgt, enum kvr_op op, PyObject *keys, Py
 		return kvpy_raise(EBADF, "the %s is closed", eng->e ? "target" : "engine");
 	}
 	t = tgt->t;
-	b = PyObject_New(kvpy_Batch, &kvpy_BatchType);
+	b = PyObject_GC_New(kvpy_Batch, &kvpy_BatchType);
 	if (!b) {
 		kvpy_desc_release(&d);
 		PyMem_RawFree(blk);
@@ -75,6 +75,7 @@ PyObject *kvpy_batch_submit(kvpy_Target *tgt, enum kvr_op op, PyObject *keys, Py
 	b->results = NULL;
 	b->op = op;
 	b->state = B_PENDING;
+	PyObject_GC_Track(b);
 	Py_BEGIN_ALLOW_THREADS rc = kvr_submit(t, op, d.objs, d.n, timeout_ms, batch_cb, b);
 	Py_END_ALLOW_THREADS if (rc)
 	{
@@ -214,15 +215,40 @@ int kvpy_engine_poll(kvpy_Engine *eng, int timeout_ms)
 
 /* ------------------------------------------------------------- methods */
 
+int kvpy_batches_traverse(kvpy_Engine *eng, visitproc visit, void *arg)
+{
+	for (kvpy_Batch *b = eng->pending; b; b = b->next)
+		Py_VISIT((PyObject *)b);
+	return 0;
+}
+
+static int Batch_traverse(kvpy_Batch *b, visitproc visit, void *arg)
+{
+	Py_VISIT(b->eng);
+	Py_VISIT(b->callback);
+	Py_VISIT(b->results);
+	return 0;
+}
+
+/* The engine reference stays: a pending batch is the engine's callback
+ * context; the engine's own tp_clear breaks a cycle by finishing it. */
+static int Batch_clear(kvpy_Batch *b)
+{
+	if (b->state == B_FINISHED)
+		Py_CLEAR(b->callback);
+	return 0;
+}
+
 static void Batch_dealloc(kvpy_Batch *b)
 {
 	/* Never pending here: the pending list holds a reference. */
+	PyObject_GC_UnTrack(b);
 	kvpy_desc_release(&b->d);
 	PyMem_RawFree(b->blk);
 	Py_XDECREF(b->callback);
 	Py_XDECREF(b->results);
 	Py_DECREF(b->eng);
-	PyObject_Free(b);
+	PyObject_GC_Del(b);
 }
 
 static PyObject *Batch_wait(kvpy_Batch *b, PyObject *args, PyObject *kw)
@@ -306,7 +332,9 @@ static PySequenceMethods Batch_seq = {.sq_length = (lenfunc)Batch_len};
 PyTypeObject kvpy_BatchType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "kvring.Batch",
     .tp_basicsize = sizeof(kvpy_Batch),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)Batch_traverse,
+    .tp_clear = (inquiry)Batch_clear,
     .tp_doc = "A submitted batch (Target.put/get/exists/remove). len() is its key count.",
     .tp_dealloc = (destructor)Batch_dealloc,
     .tp_repr = (reprfunc)Batch_repr,

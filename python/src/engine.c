@@ -170,12 +170,32 @@ static PyObject *Engine_close(kvpy_Engine *self, PyObject *unused)
 	Py_RETURN_NONE;
 }
 
+/* The GC sees the pending list's references to its batches, each of which
+ * refers back to the engine: a cycle when nobody polls or closes it. */
+static int Engine_traverse(kvpy_Engine *self, visitproc visit, void *arg)
+{
+	Py_VISIT(self->targets);
+	return kvpy_batches_traverse(self, visit, arg);
+}
+
+/* Breaking such a cycle means finishing those batches: close the engine,
+ * which runs them to completion (on its own thread only: the ring takes
+ * submissions from one thread). */
+static int Engine_clear(kvpy_Engine *self)
+{
+	if (self->e && !self->polling && PyThread_get_thread_ident() == self->owner)
+		engine_close(self);
+	return 0;
+}
+
 static void Engine_dealloc(kvpy_Engine *self)
 {
+	PyObject_GC_UnTrack(self);
 	if (self->weakrefs)
 		PyObject_ClearWeakRefs((PyObject *)self);
 	/* Only reachable with no batch pending (each holds the engine). */
 	engine_close(self);
+	Py_CLEAR(self->targets);
 	Py_XDECREF(self->targets);
 	Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -442,7 +462,10 @@ static PyGetSetDef Engine_getset[] = {
 PyTypeObject kvpy_EngineType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "kvring.Engine",
     .tp_basicsize = sizeof(kvpy_Engine),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)Engine_traverse,
+    .tp_clear = (inquiry)Engine_clear,
+    .tp_free = PyObject_GC_Del,
     .tp_doc = "Engine(**opts)\n\n"
 	      "One kvring engine: an io_uring, its request pool and timers. Options: "
 	      "ring_entries, max_objects, fixed_buffers, timeout_ms, stage_bytes, busy_poll, "

@@ -130,6 +130,8 @@ int kvpy_engine_poll(kvpy_Engine *eng, int timeout_ms);
  * once the batch is built, since building runs Python code. */
 PyObject *kvpy_batch_submit(kvpy_Target *tgt, enum kvr_op op, PyObject *keys, PyObject *bufs,
 			    uint32_t timeout_ms, PyObject *callback);
+/* Visit every pending batch, for the engine's tp_traverse. */
+int kvpy_batches_traverse(kvpy_Engine *eng, visitproc visit, void *arg);
 /* Finish the batches eng->done holds (GIL held). */
 void kvpy_batches_finish(kvpy_Engine *eng);
 

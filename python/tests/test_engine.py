@@ -310,3 +310,21 @@ def test_bad_timeouts_and_missing_buffers():
             t.get(["a"], None)
         with pytest.raises(TypeError):
             t.exists("abc")
+
+
+def test_engine_dropped_with_a_batch_pending(tmp_path):
+    """An engine and its unpolled batch, both dropped without close(): the
+    garbage collector finishes the batch (closing the engine), so the
+    buffer is released and nothing is held."""
+    m = mmap.mmap(-1, 4 << 20)
+    eng = kvring.Engine()
+    t = eng.open(f"file:{tmp_path}/s", capacity=64 << 20)
+    eng.register(m)
+    seen = []
+    b = t.put(["k"], [memoryview(m)], callback=seen.append)
+    del eng, t, b
+    gc.collect()
+    assert len(seen) == 1 and seen[0].done
+    seen.clear()
+    gc.collect()
+    m.close()  # raises BufferError if anything still exports it
