@@ -492,7 +492,7 @@ static PyObject *completion(struct rec *r)
 	}
 	if (r->err) {
 		ok = false;
-		err = PyUnicode_FromString(r->msg);
+		err = PyUnicode_DecodeUTF8(r->msg, (Py_ssize_t)strlen(r->msg), "replace");
 	} else if (r->op == KVR_OP_PUT) {
 		/* A set has no per-key answer: it is ok when every key is stored. */
 		ok = !failed && !missed;

@@ -74,6 +74,13 @@ PyObject *kvpy_stats_dict(const struct kvr_stats *s)
 	F(plain_ios);
 	F(submits);
 	F(cq_overflows);
+	F(rdma_wrs);
+	F(rdma_posts);
+	F(rdma_wcs);
+	F(rdma_cq_events);
+	F(stage_copy_ns);
+	F(stage_io_ns);
+	F(stage_overlap_ns);
 	F(staged_objects);
 	F(staged_bytes);
 	F(objects);
@@ -337,6 +344,11 @@ static int targets_add(kvpy_Engine *self, PyObject *t)
 
 	if (!self->targets && !(self->targets = PyList_New(0)))
 		return -1;
+	/* Drop references to targets already gone, so the list stays short. */
+	for (Py_ssize_t i = PyList_GET_SIZE(self->targets) - 1; i >= 0; i--)
+		if (PyWeakref_GetObject(PyList_GET_ITEM(self->targets, i)) == Py_None &&
+		    PySequence_DelItem(self->targets, i))
+			return -1;
 	ref = PyWeakref_NewRef(t, NULL);
 	if (!ref)
 		return -1;

@@ -22,7 +22,13 @@ PyObject *kvpy_raise(int err, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	exc = PyObject_CallFunction(kvpy_Error, "is", err, msg);
+	/* A message cut mid-character by the buffer still decodes. */
+	PyObject *text = PyUnicode_DecodeUTF8(msg, (Py_ssize_t)strlen(msg), "replace");
+
+	if (!text)
+		return NULL;
+	exc = PyObject_CallFunction(kvpy_Error, "iO", err, text);
+	Py_DECREF(text);
 	if (exc) {
 		PyErr_SetObject(kvpy_Error, exc);
 		Py_DECREF(exc);
@@ -490,6 +496,8 @@ static PyObject *py_strerror(PyObject *self, PyObject *arg)
 
 	if (err == -1 && PyErr_Occurred())
 		return NULL;
+	if (err > 4095 || err < -4095)
+		return kvpy_raise(EINVAL, "strerror(): %ld is not an errno", err);
 	if (err > 0)
 		err = -err;
 	return PyUnicode_FromString(kvr_strerror((int)err));
@@ -497,12 +505,13 @@ static PyObject *py_strerror(PyObject *self, PyObject *arg)
 
 static PyObject *py_parse_size(PyObject *self, PyObject *arg)
 {
-	const char *s = PyUnicode_AsUTF8(arg);
+	Py_ssize_t len;
+	const char *s = PyUnicode_AsUTF8AndSize(arg, &len);
 	uint64_t v;
 
 	if (!s)
 		return NULL;
-	if (kvr_parse_size(s, &v))
+	if ((size_t)len != strlen(s) || kvr_parse_size(s, &v))
 		return kvpy_raise(EINVAL, "'%s' is not a size (digits with K, M, G or T)", s);
 	return PyLong_FromUnsignedLongLong(v);
 }

@@ -328,3 +328,18 @@ def test_engine_dropped_with_a_batch_pending(tmp_path):
     seen.clear()
     gc.collect()
     m.close()  # raises BufferError if anything still exports it
+
+
+def test_module_helpers():
+    assert kvring.strerror(-errno.ENOENT) == kvring.strerror(errno.ENOENT)
+    with pytest.raises(kvring.Error):
+        kvring.strerror(2**40)
+    assert kvring.parse_size("64M") == 64 << 20
+    for bad in ("64M\0junk", "", "12Q", "-1"):
+        with pytest.raises(kvring.Error):
+            kvring.parse_size(bad)
+    assert kvring.errno_name(-errno.EMSGSIZE) == "EMSGSIZE" and kvring.errno_name(5) == "OK"
+    with kvring.Engine() as eng:
+        s = eng.stats()
+        for k in ("rdma_wrs", "stage_overlap_ns", "bounce_bytes", "lat_us"):
+            assert k in s
