@@ -116,3 +116,46 @@ def test_remote_connector_roundtrip(tmp_path):
     asyncio.run(main())
     backend.close()
     assert s.stop() == 0
+
+
+def test_cancelled_get_keeps_its_objects_until_done(tmp_path):
+    """LMCache cancels gets that take too long; the kernel may still be
+    writing into their MemoryObjs, so they go back to LMCache only when the
+    batch has finished, not at the cancel."""
+    s = Server(tmp_path, "--memory", "256M")
+    config, metadata, backend = make("kvring://" + s.uri[len("tcp://") :])
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        conn = CreateConnector(config.remote_url, loop, backend, config, metadata)
+        inner = conn._connector
+        key = CacheEngineKey("m", 1, 0, 7, torch.bfloat16)
+        o = backend.allocate(inner.meta_shapes, inner.meta_dtypes, inner.meta_fmt)
+        o.raw_data.view(torch.uint8).fill_(0x11)
+        await conn.put(key, o)
+        o.ref_count_down()
+        s.pause()
+        try:
+            task = asyncio.ensure_future(inner.batched_get([key]))
+            await asyncio.sleep(0.3)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # still the batch's: not handed back while the server may answer
+            assert len(inner._pending) == 1
+            (_, _, objs) = next(iter(inner._pending.values()))
+            assert objs and objs[0].get_ref_count() >= 1
+        finally:
+            s.resume()
+        for _ in range(200):
+            if not inner._pending:
+                break
+            await asyncio.sleep(0.05)
+        assert not inner._pending, "the cancelled batch never finished"
+        await asyncio.sleep(0.05)  # _resolve runs on the loop
+        assert objs[0].get_ref_count() == 0
+        await conn.close()
+
+    asyncio.run(main())
+    backend.close()
+    assert s.stop() == 0
