@@ -415,7 +415,11 @@ void kvr_server_group_destroy(kvr_server_group *g);
 /** Options of kvr_serve(); zero-initialise and set size. */
 struct kvr_serve_opts {
 	uint32_t size;		  /* sizeof(struct kvr_serve_opts) */
-	uint32_t max_conns;	  /* connections at once (default 1024) */
+	uint32_t max_conns;	  /* connections at once (default 1024); when
+				     full, a new client takes the place of the
+				     connection idle longest between frames,
+				     if that one has been idle for
+				     idle_timeout_ms */
 	const void *secret;	  /* require HELLO authentication with this
 				     shared secret (default: none) */
 	size_t secret_len;	  /* 1..4096 bytes when secret is set */
@@ -424,8 +428,12 @@ struct kvr_serve_opts {
 				     read back on a memory miss */
 	kvr_server_group *group;  /* NULL: this engine serves alone */
 	uint32_t shard;		  /* this engine's shard in the group */
-	uint32_t idle_timeout_ms; /* close a connection stuck mid-frame this
-				     long (default 30000) */
+	uint32_t idle_timeout_ms; /* close a connection stuck mid-frame (or
+				     in its handshake) with no byte arriving
+				     for this long, or whose frame has taken
+				     longer than this plus its payload at
+				     64 MiB/s however its bytes trickle in
+				     (default 30000) */
 };
 
 /**

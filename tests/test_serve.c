@@ -19,6 +19,7 @@
 #include <netinet/tcp.h>
 #include <openssl/hmac.h>
 #include <poll.h>
+#include <time.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -698,6 +699,121 @@ static void test_idle_timeout(void **state)
 	close(fd);
 	assert_int_equal(op_put(quiet, "still", "here", 4), 0);
 	close(quiet);
+	assert_int_equal(srv_stop(&s), 0);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Closed by the server within ms (EOF or reset), without blocking longer. */
+static bool closed_within(int fd, int ms)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	char x;
+
+	if (poll(&p, 1, ms) <= 0)
+		return false;
+	ssize_t k = recv(fd, &x, 1, MSG_DONTWAIT);
+
+	return k == 0 || (k < 0 && errno == ECONNRESET);
+}
+
+/*
+ * Slowloris: a frame whose bytes trickle in (here one every 100 ms, so the
+ * connection never goes quiet) is timed as a whole and the connection
+ * closed once the idle timeout (plus the frame's payload at 64 MiB/s) has
+ * passed; a client streaming frames back to back for longer than the
+ * timeout is not.
+ */
+static void test_slowloris(void **state)
+{
+	struct srv s = {.mem = 16 * MiB, .idle_ms = 300};
+	uint8_t hdr[KVR_PROTO_HDR_LEN], frame[KVR_PROTO_HDR_LEN + 1];
+	struct kvr_frame f = {
+	    .opcode = KVR_PROTO_OP_PUT, .id = 1, .key_len = 1, .payload_len = 9000};
+	static uint8_t chunk[64 * KiB];
+	bool closed = false;
+	int64_t t0;
+	int fd, busy;
+
+	(void)state;
+	srv_start(&s);
+	busy = cli_ready(s.port);
+	fd = cli_ready(s.port);
+	kvr_proto_encode(hdr, &f);
+	memcpy(frame, hdr, sizeof(hdr));
+	frame[sizeof(hdr)] = 'k';
+	t0 = now_ms();
+	for (size_t i = 0; !closed && now_ms() - t0 < 5000; i++) {
+		uint8_t b = i < sizeof(frame) ? frame[i] : 0;
+		char x;
+
+		if (send(fd, &b, 1, MSG_NOSIGNAL) != 1)
+			closed = true;
+		usleep(100 * 1000); /* the attacker's pace: the header alone takes 3.7 s */
+		ssize_t k = recv(fd, &x, 1, MSG_DONTWAIT);
+
+		if (k == 0 || (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+			closed = true;
+	}
+	/* closed while the header was still trickling in */
+	assert_true(closed);
+	assert_true(now_ms() - t0 < 2000);
+	close(fd);
+	/* well-behaved and busy for three timeouts: stays */
+	t0 = now_ms();
+	for (int i = 0; now_ms() - t0 < 1000; i++) {
+		char key[32];
+
+		snprintf(key, sizeof(key), "stream-%d", i % 64);
+		assert_int_equal(op_put(busy, key, chunk, sizeof(chunk)), 0);
+	}
+	assert_int_equal(op_put(busy, "still", "here", 4), 0);
+	close(busy);
+	assert_int_equal(srv_stop(&s), 0);
+}
+
+/* A full connection table makes room for a new client by closing the
+ * connection idle longest, once it has been idle for the idle timeout;
+ * busy or fresh ones are never taken. */
+static void test_reclaim_idle(void **state)
+{
+	struct srv s = {.mem = 16 * MiB, .max_conns = 2, .idle_ms = 200};
+	int a, b, c = -1;
+	int64_t t0;
+
+	(void)state;
+	srv_start(&s);
+	a = cli_ready(s.port);
+	b = cli_ready(s.port);
+	t0 = now_ms();
+	while (now_ms() - t0 < 5000) {
+		struct kvr_frame f;
+		uint8_t body[KVR_PROTO_MAX_HELLO];
+
+		c = cli_open(s.port);
+		/* a refused connection is closed at once; an accepted one is not */
+		if (!closed_within(c, 100)) {
+			send_hello(c, 0, 0, NULL);
+			if (recv_resp(c, &f, body, sizeof(body)) == 0 && f.status == 0)
+				break;
+		}
+		close(c); /* refused: nobody idle long enough yet */
+		c = -1;
+	}
+	assert_true(c >= 0);
+	assert_true(now_ms() - t0 >= 150); /* not before the others were idle */
+	assert_int_equal(op_put(c, "new", "client", 6), 0);
+	/* the one reclaimed is a or b */
+	assert_true(closed_within(a, 2000) || closed_within(b, 2000));
+	close(a);
+	close(b);
+	close(c);
 	assert_int_equal(srv_stop(&s), 0);
 }
 
@@ -1725,6 +1841,8 @@ int main(void)
 	    cmocka_unit_test(test_disconnect_mid_payload),
 	    cmocka_unit_test(test_idle_timeout),
 	    cmocka_unit_test(test_max_conns),
+	    cmocka_unit_test(test_slowloris),
+	    cmocka_unit_test(test_reclaim_idle),
 	    cmocka_unit_test(test_spill),
 	    cmocka_unit_test(test_spill_burst),
 	    cmocka_unit_test(test_spill_random),

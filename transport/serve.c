@@ -78,7 +78,11 @@ static void on_accept(struct kvr_server *s, int fd)
 		sa_str(&ss, peer, sizeof(peer));
 	else
 		snprintf(peer, sizeof(peer), "?");
-	if (s->closing || s->nconns >= s->o.max_conns) {
+	/* A full table makes room by closing a connection idle for the idle
+	 * timeout (it goes once its close completes, just after). */
+	if (s->closing ||
+	    (s->nconns >= s->o.max_conns &&
+	     (s->nconns >= s->o.max_conns + 16 || !srv_conn_reclaim_idle(s, kvr_now_ns())))) {
 		kvr_log(s->e, KVR_LOG_WARN, "conn refused peer=%s reason=%s", peer,
 			s->closing ? "shutdown" : "max-conns");
 		close(fd);

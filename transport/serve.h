@@ -114,7 +114,10 @@ struct srv_conn {
 	uint32_t rx_rslot;    /* ... in this receive slot */
 	const void *rx_rmsg;  /* ... decoded (struct kvr_rmsg) */
 	uint64_t seen_bytes;  /* bytes_in at the last idle check */
-	uint64_t progress_ns;
+	uint64_t progress_ns; /* the idle tick that last saw bytes arrive */
+	uint64_t stuck_ns;    /* ... first saw the peer owing bytes of this frame
+				 (0: it owes none) */
+	uint64_t seen_frames; /* frames_in at the last idle check */
 	char peer[64];
 	char name[80];
 };
@@ -279,8 +282,13 @@ extern const struct kvr_conn_ops srv_conn_ops;
 /* A new connection on fd (accepted here or handed over); NULL on ENOMEM
  * (fd closed). */
 struct srv_conn *srv_conn_new(struct kvr_server *s, int fd, const char *peer);
-/* Close c if it is idle past the timeout (the server's tick). */
+/* Close c if it is idle past the timeout, or if the frame (or handshake)
+ * it is inside has taken longer than its budget (the server's tick). */
 void srv_conn_check_idle(struct srv_conn *c, uint64_t now_ns);
+/* With the connection table full: close the connection idle longest
+ * between frames, if it has been idle for the idle timeout at least, to
+ * make room for a new one. Returns whether one was closed. */
+bool srv_conn_reclaim_idle(struct kvr_server *s, uint64_t now_ns);
 /* Free the connections on the dead list. */
 void srv_reap_dead(struct kvr_server *s);
 /* Server closing: close c now or once its requests are answered. */

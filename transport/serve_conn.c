@@ -834,27 +834,71 @@ void srv_adopt(struct kvr_server *s, int fd, const char *peer, uint64_t hello_id
 	srv_conn_hello_ok(c, h);
 }
 
+/* Slowest a frame's payload may arrive once the idle timeout has passed:
+ * a frame gets the timeout plus its payload at this rate, however often
+ * its bytes trickle in. */
+#define SRV_MIN_RATE (64ull << 20) /* bytes per second */
+
 void srv_conn_check_idle(struct srv_conn *c, uint64_t now_ns)
 {
-	uint64_t idle = (uint64_t)c->s->o.idle_timeout_ms * 1000000ull;
-	bool stuck;
+	uint64_t idle = (uint64_t)c->s->o.idle_timeout_ms * 1000000ull, budget = idle;
+	bool stuck, moved = c->conn.st.bytes_in != c->seen_bytes;
 
 	if (c->conn.closing)
 		return;
-	if (c->conn.st.bytes_in != c->seen_bytes) {
+	if (moved) {
 		c->seen_bytes = c->conn.st.bytes_in;
 		c->progress_ns = now_ns;
-		return;
 	}
 	/* Waiting between frames is fine; in the handshake or inside a frame
 	 * the peer owes us bytes. */
 	stuck = c->state == CS_HELLO || c->state == CS_AUTH || c->rx_req ||
 		c->conn.head != c->conn.tail;
-	if (stuck && now_ns - c->progress_ns >= idle) {
+	if (!stuck) {
+		c->stuck_ns = 0;
+		return;
+	}
+	if (c->conn.st.frames_in != c->seen_frames) { /* another frame since */
+		c->seen_frames = c->conn.st.frames_in;
+		c->stuck_ns = 0;
+	}
+	if (!c->stuck_ns) /* this frame began since the last tick (or at accept) */
+		c->stuck_ns = c->state == CS_HELLO ? c->progress_ns : now_ns;
+	if (c->rx_req)
+		budget += c->rx_req->len * 1000000000ull / SRV_MIN_RATE;
+	if (!moved && now_ns - c->progress_ns >= idle) {
 		kvr_log(c->s->e, KVR_LOG_INFO, "conn stalled peer=%s after %u ms", c->peer,
 			c->s->o.idle_timeout_ms);
 		kvr_conn_close(&c->conn, -ETIMEDOUT);
+	} else if (now_ns - c->stuck_ns >= budget) {
+		/* Bytes keep coming, too slowly for the frame ever to end in
+		 * time (a slowloris): the frame as a whole has run out. */
+		kvr_log(c->s->e, KVR_LOG_INFO,
+			"conn too slow peer=%s: frame unfinished after %llu ms", c->peer,
+			(unsigned long long)((now_ns - c->stuck_ns) / 1000000));
+		kvr_conn_close(&c->conn, -ETIMEDOUT);
 	}
+}
+
+bool srv_conn_reclaim_idle(struct kvr_server *s, uint64_t now_ns)
+{
+	uint64_t idle = (uint64_t)s->o.idle_timeout_ms * 1000000ull;
+	struct srv_conn *victim = NULL;
+
+	for (struct srv_conn *c = s->conns; c; c = c->next) {
+		if (c->conn.closing || c->state != CS_READY || c->busy || c->rx_req ||
+		    c->conn.head != c->conn.tail || c->conn.st.bytes_in != c->seen_bytes ||
+		    now_ns - c->progress_ns < idle)
+			continue;
+		if (!victim || c->progress_ns < victim->progress_ns)
+			victim = c;
+	}
+	if (!victim)
+		return false;
+	kvr_log(s->e, KVR_LOG_INFO, "conn close peer=%s reason=reclaimed-idle (table full)",
+		victim->peer);
+	kvr_conn_close(&victim->conn, -ETIMEDOUT);
+	return true;
 }
 
 void srv_conn_drain(struct srv_conn *c)
