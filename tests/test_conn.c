@@ -724,6 +724,75 @@ static void client_payload_owner(void **state)
 	free(d);
 }
 
+/*
+ * A deadline that closes a connection in the middle of receiving an answer
+ * (the only way to take the caller's memory back from the kernel) leaves
+ * the node up: the node was answering. Its next request goes out at once,
+ * on a new connection, and is answered.
+ */
+static void client_deadline_keeps_node(void **state)
+{
+	enum { LEN = 64 << 10 };
+	struct kvt_done *d = calloc(1, sizeof(*d));
+	uint8_t *mem = kvt_alloc_mem(LEN), *src = malloc(LEN), cap[8];
+	kvr_sge sg = {mem, LEN};
+	kvr_obj ob = {"slowget", 7, &sg, 1};
+	struct kvr_connect_opts co = {
+	    .size = sizeof(co), .conns = 1, .timeout_ms = 10000, .connect_timeout_ms = 5000};
+	struct tcp_cluster *cl;
+	struct tcp_op *op;
+	struct kvr_frame fr;
+	struct fake f;
+	kvr_target *t;
+	kvr_mr *mr;
+	int fd, fd2;
+
+	(void)state;
+	fake_listen(&f);
+	assert_int_equal(kvr_mem_register(f.e, mem, LEN, 0, &mr), 0);
+	assert_int_equal(kvr_connect(f.e, f.uri, &co, &t), 0);
+	cl = (struct tcp_cluster *)t;
+	assert_int_equal(kvr_submit(t, KVR_OP_GET, &ob, 1, 500, kvt_batch_cb, d), 0);
+	fd = fake_accept(&f);
+	fake_hello(&f, fd, 1);
+	fake_request(&f, fd, &fr, cap, sizeof(cap));
+	assert_int_equal(fr.opcode, KVR_PROTO_OP_GET);
+	op = &cl->ops[(uint32_t)fr.id];
+	kvt_fill(src, LEN, 5);
+	fr = (struct kvr_frame){.opcode = KVR_PROTO_OP_GET,
+				.flags = KVR_PROTO_F_RESPONSE,
+				.id = fr.id,
+				.payload_len = LEN};
+	fake_send(fd, &fr, src, 1000); /* part of the answer, then nothing */
+	for (int i = 0; i < 10000 && op->state != OP_RECV && !d->calls; i++)
+		assert_true(kvr_engine_poll(f.e, 1) >= 0);
+	assert_int_equal(kvt_wait(f.e, d, 5000), 1);
+	assert_int_equal(d->results[0], -ETIMEDOUT);
+	assert_int_not_equal(cl->nodes[0].state, NODE_DOWN);
+	/* the next request is sent at once, on a new connection */
+	memset(d, 0, sizeof(*d));
+	assert_int_equal(kvr_submit(t, KVR_OP_GET, &ob, 1, 5000, kvt_batch_cb, d), 0);
+	fd2 = fake_accept(&f);
+	fake_hello(&f, fd2, 1);
+	fake_request(&f, fd2, &fr, cap, sizeof(cap));
+	assert_int_equal(fr.opcode, KVR_PROTO_OP_GET);
+	fr = (struct kvr_frame){.opcode = KVR_PROTO_OP_GET,
+				.flags = KVR_PROTO_F_RESPONSE,
+				.id = fr.id,
+				.payload_len = LEN};
+	fake_send(fd2, &fr, src, LEN);
+	assert_int_equal(kvt_wait(f.e, d, 5000), 1);
+	assert_int_equal(d->results[0], LEN);
+	assert_true(kvt_check(mem, LEN, 5));
+	assert_int_equal(kvr_target_close(t), 0);
+	close(fd);
+	close(fd2);
+	fake_close(&f);
+	kvt_free_mem(mem, LEN);
+	free(src);
+	free(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -736,6 +805,7 @@ int main(void)
 	    cmocka_unit_test(bad_header_and_cut),
 	    cmocka_unit_test(client_shards_bounded),
 	    cmocka_unit_test(client_payload_owner),
+	    cmocka_unit_test(client_deadline_keeps_node),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

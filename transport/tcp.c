@@ -5,8 +5,9 @@
  * order and falls over on a miss or a node failure, a remove goes to R
  * nodes. Deadlines: an expired request's work that has not reached the
  * kernel is withdrawn; a connection still reading the caller's memory (a put
- * being sent, a get being received) is closed, and a node that stayed silent
- * for a request's whole life is marked down.
+ * being sent, a get being received) is closed, without marking its node
+ * down (it was answering; the next request opens the connection again), and
+ * a node that stayed silent for a request's whole life is marked down.
  */
 #include "transport/tcp.h"
 
@@ -334,8 +335,10 @@ static void tcp_cancel(kvr_target *t, struct kvr_req *r)
 			tcp_list_del(&tc->sent, op);
 			tcp_op_answer(op, -ETIMEDOUT);
 		} else if (op->state == OP_RECV || (op->state == OP_SENT && op->tx_busy)) {
-			/* The kernel is reading or writing the caller's memory. */
-			kvr_conn_close(&tc->c, -ETIMEDOUT);
+			/* The kernel is reading or writing the caller's memory:
+			 * only closing the connection stops it. The node itself
+			 * is answering (or being sent to): it is not down. */
+			kvr_conn_close(&tc->c, TCP_CLOSE_CANCELED);
 		} else if (op->state == OP_SENT && tc->last_rx_ns <= op->sent_ns) {
 			/* Not a byte from the node since we asked: it stalled. */
 			tcp_node_down(op->node, -ETIMEDOUT);

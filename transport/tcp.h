@@ -7,9 +7,14 @@
 #ifndef KVR_TCP_H
 #define KVR_TCP_H
 
+#include <errno.h>
 #include <netinet/in.h>
 
 #include "transport/conn.h"
+
+/* The reason a deadline closes a healthy connection with: the node is not
+ * marked down for it (tcp_node.c on_close). */
+#define TCP_CLOSE_CANCELED (-ECANCELED)
 
 #define TCP_MAX_RANK	 16 /* nodes a key's ranking remembers */
 #define TCP_MAX_REPLICAS 8

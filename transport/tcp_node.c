@@ -422,7 +422,10 @@ static void on_close(struct kvr_conn *c, int err)
 	struct tcp_conn *tc = c->owner;
 	struct tcp_node *n = tc->n;
 	struct tcp_cluster *cl = n->cl;
-	int why = err ? err : -ECONNRESET;
+	/* Closed by a deadline to take back the caller's memory: only this
+	 * connection goes; its other requests fail as on a reset. */
+	bool canceled = err == TCP_CLOSE_CANCELED;
+	int why = err && !canceled ? err : -ECONNRESET;
 
 	kvr_timer_del(&cl->t.e->timers, &tc->hs_timer);
 	if (n->conns && tc->slot < n->nconns && n->conns[tc->slot] == tc)
@@ -432,7 +435,7 @@ static void on_close(struct kvr_conn *c, int err)
 	/* Before anything completes: the server must not touch the memory of
 	 * the requests that fail below. */
 	tcp_rdma_close(tc, why);
-	if (err && !cl->closing)
+	if (err && !canceled && !cl->closing)
 		tcp_node_down(n, err);
 	fail_list(&tc->wait, why);
 	fail_list(&tc->sent, why);
@@ -506,7 +509,11 @@ void tcp_node_route(struct tcp_node *n, struct tcp_op *op, uint64_t hash)
 	}
 	per = n->nconns / n->shards;
 	shard = (uint32_t)((hash >> 40) % n->shards);
-	tc = n->conns[shard * per + (uint32_t)((hash >> 20) % per)];
+	uint32_t slot = shard * per + (uint32_t)((hash >> 20) % per);
+
+	tc = n->conns[slot];
+	if (!tc && n->state == NODE_UP) /* one a deadline closed: open it again */
+		tc = conn_new(n, slot, (uint16_t)shard);
 	if (!tc) { /* closing after a failure the node has not seen yet */
 		tcp_op_answer(op, -ECONNRESET);
 		return;
