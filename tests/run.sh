@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The test command: install what is missing, build twice (plain with -Werror,
 # and with AddressSanitizer + UBSan), and run the whole suite on both; then
-# the Python package: built by meson-python in a venv (tools/install-python-
-# deps.sh, LMCache included), its pytest suite, and the binding's tests again
-# on an ASan+UBSan build of the extension.
+# the decoders under libFuzzer (tests/fuzz/run.sh); then the Python package:
+# built by meson-python in a venv (tools/install-python-deps.sh, LMCache
+# included), its pytest suite, and the binding's tests again on an
+# ASan+UBSan build of the extension.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash tools/install-deps.sh
+# clang and libFuzzer for the decoders' fuzzing (tests/fuzz), beside the rest.
+KVR_EXTRA_PKGS="clang libclang-rt-14-dev libfuzzer-14-dev ${KVR_EXTRA_PKGS:-}" bash tools/install-deps.sh
 jobs=$(nproc)
 
 build() { # dir, extra meson args...
@@ -30,6 +32,10 @@ if [ "${KVR_SKIP_SANITIZERS:-0}" != 1 ]; then
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		meson test -C build-asan --print-errorlogs --num-processes "$jobs" --timeout-multiplier 3
 fi
+
+# Coverage-guided fuzzing of the frame, HELLO and RDMA-message decoders from
+# their committed corpora (KVR_FUZZ_SECONDS a harness, default 60).
+bash tests/fuzz/run.sh "${KVR_FUZZ_SECONDS:-60}"
 
 # Python: the package as pip builds it, and its tests (LMCache's among them).
 venv=build-venv
