@@ -1,0 +1,258 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Every bound of kvring.h at the bound and one past it, on every local and
+ * TCP target kind (mem:, file:, tcp:// against a kvring-server process):
+ * keys of KVR_MAX_KEY and one more byte; KVR_MAX_SGE SGEs of 1 B to 1 MiB
+ * and one more SGE; batches of max_objects and one more; empty objects;
+ * a get into an SGL one byte short and exact; the fixed-buffer table's
+ * regions and one more; an SGE straddling two regions. Every byte that
+ * comes back is checked. (rdma:// is not covered here: it needs the
+ * Soft-RoCE VM, whose suite does not run this program yet.)
+ */
+#include "fixtures.h"
+#include "server_proc.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define ARENA	 (96ull << 20)
+#define MAX_OBJS 64
+
+struct lim {
+	kvr_engine *e;
+	kvr_target *t;
+	uint8_t *mem;
+	kvr_mr *mr;
+	struct kvt_server srv;
+	bool remote;
+	uint32_t slots_used; /* fixed-buffer slots taken before the test: the
+				arena, and a memory store's own pool */
+	char path[512];
+	struct kvt_done *d;
+};
+
+static int run(struct lim *l, enum kvr_op op, const kvr_obj *o, size_t n)
+{
+	memset(l->d, 0, sizeof(*l->d));
+	int rc = kvr_submit(l->t, op, o, n, 0, kvt_batch_cb, l->d);
+
+	if (rc)
+		return rc;
+	assert_int_equal(kvt_wait(l->e, l->d, 60000), 1);
+	assert_int_equal(l->d->n, n);
+	return 0;
+}
+
+static int setup(void **state, const char *kind)
+{
+	struct lim *l = calloc(1, sizeof(*l));
+	struct kvr_engine_opts eo = {.size = sizeof(eo), .max_objects = MAX_OBJS};
+
+	l->d = calloc(1, sizeof(*l->d));
+	assert_int_equal(kvr_engine_create(&eo, &l->e), 0);
+	l->mem = kvt_alloc_mem(ARENA);
+	assert_int_equal(kvr_mem_register(l->e, l->mem, ARENA, 0, &l->mr), 0);
+	l->slots_used = 1;
+	if (!strcmp(kind, "mem")) {
+		assert_int_equal(kvr_store_open(l->e, "mem:256M", NULL, &l->t), 0);
+		l->slots_used++;
+	} else if (!strcmp(kind, "file")) {
+		struct kvr_store_opts so = {
+		    .size = sizeof(so), .flags = KVR_STORE_TRUNCATE, .capacity = 256 << 20};
+		char uri[600];
+
+		snprintf(l->path, sizeof(l->path), "%s", kvt_path("limits"));
+		snprintf(uri, sizeof(uri), "file:%s", l->path);
+		assert_int_equal(kvr_store_open(l->e, uri, &so, &l->t), 0);
+	} else {
+		assert_int_equal(
+		    kvt_server_start(&l->srv, (const char *[]){"--memory", "512M", NULL}), 0);
+		assert_int_equal(kvr_connect(l->e, l->srv.uri, NULL, &l->t), 0);
+		l->remote = true;
+	}
+	*state = l;
+	return 0;
+}
+
+static int setup_mem(void **s)
+{
+	return setup(s, "mem");
+}
+
+static int setup_file(void **s)
+{
+	return setup(s, "file");
+}
+
+static int setup_tcp(void **s)
+{
+	return setup(s, "tcp");
+}
+
+static int teardown(void **state)
+{
+	struct lim *l = *state;
+
+	assert_int_equal(kvr_target_close(l->t), 0);
+	kvr_engine_destroy(l->e);
+	if (l->remote)
+		assert_int_equal(kvt_server_stop(&l->srv), 0);
+	if (*l->path)
+		kvt_unlink(l->path);
+	kvt_free_mem(l->mem, ARENA);
+	free(l->d);
+	free(l);
+	return 0;
+}
+
+static void keys(void **state)
+{
+	struct lim *l = *state;
+	static char key[KVR_MAX_KEY + 1];
+	kvr_sge sg = {l->mem, 4096};
+	kvr_obj o = {key, KVR_MAX_KEY, &sg, 1};
+
+	memset(key, 'k', sizeof(key));
+	kvt_fill(l->mem, 4096, 1);
+	assert_int_equal(run(l, KVR_OP_PUT, &o, 1), 0);
+	assert_int_equal(l->d->results[0], 4096);
+	memset(l->mem, 0, 4096);
+	assert_int_equal(run(l, KVR_OP_GET, &o, 1), 0);
+	assert_int_equal(l->d->results[0], 4096);
+	assert_true(kvt_check(l->mem, 4096, 1));
+	assert_int_equal(run(l, KVR_OP_EXISTS, &o, 1), 0);
+	assert_int_equal(l->d->results[0], 4096);
+	o.key_len = KVR_MAX_KEY + 1;
+	for (int op = KVR_OP_PUT; op <= KVR_OP_REMOVE; op++)
+		assert_int_equal(run(l, (enum kvr_op)op, &o, 1), -ENAMETOOLONG);
+	o.key_len = KVR_MAX_KEY;
+	assert_int_equal(run(l, KVR_OP_REMOVE, &o, 1), 0);
+	assert_int_equal(l->d->results[0], 0);
+}
+
+static void sges(void **state)
+{
+	struct lim *l = *state;
+	static kvr_sge in[KVR_MAX_SGE + 1], out[KVR_MAX_SGE + 1];
+	kvr_obj o = {"sges", 4, in, KVR_MAX_SGE}, g = {"sges", 4, out, KVR_MAX_SGE};
+	size_t off = 0, total = 0;
+
+	/* 1 B, 2 B, ... 1 MiB, and again: every size a slice can have */
+	for (uint32_t i = 0; i <= KVR_MAX_SGE; i++) {
+		size_t len = (size_t)1 << (i % 21);
+
+		in[i] = (kvr_sge){l->mem + off, len};
+		out[i] = (kvr_sge){l->mem + ARENA / 2 + off, len};
+		off += len;
+		if (i < KVR_MAX_SGE)
+			total += len;
+	}
+	assert_true(off <= ARENA / 2);
+	kvt_fill(l->mem, total, 2);
+	memset(l->mem + ARENA / 2, 0, total);
+	assert_int_equal(run(l, KVR_OP_PUT, &o, 1), 0);
+	assert_int_equal(l->d->results[0], (int64_t)total);
+	assert_int_equal(run(l, KVR_OP_GET, &g, 1), 0);
+	assert_int_equal(l->d->results[0], (int64_t)total);
+	assert_true(kvt_check(l->mem + ARENA / 2, total, 2));
+	o.nsge = g.nsge = KVR_MAX_SGE + 1;
+	assert_int_equal(run(l, KVR_OP_PUT, &o, 1), -E2BIG);
+	assert_int_equal(run(l, KVR_OP_GET, &g, 1), -E2BIG);
+}
+
+static void batches(void **state)
+{
+	struct lim *l = *state;
+	static kvr_obj o[MAX_OBJS + 1];
+	static kvr_sge sg[MAX_OBJS + 1];
+	static char k[MAX_OBJS + 1][16];
+
+	for (int i = 0; i <= MAX_OBJS; i++) {
+		snprintf(k[i], sizeof(k[i]), "b-%d", i);
+		sg[i] = (kvr_sge){l->mem + (size_t)i * 8192, 8192};
+		o[i] = (kvr_obj){k[i], strlen(k[i]), &sg[i], 1};
+	}
+	kvt_fill(l->mem, (MAX_OBJS + 1) * 8192, 3);
+	assert_int_equal(run(l, KVR_OP_PUT, o, MAX_OBJS), 0);
+	for (int i = 0; i < MAX_OBJS; i++)
+		assert_int_equal(l->d->results[i], 8192);
+	memset(l->mem, 0, (MAX_OBJS + 1) * 8192);
+	assert_int_equal(run(l, KVR_OP_GET, o, MAX_OBJS), 0);
+	for (int i = 0; i < MAX_OBJS; i++)
+		assert_int_equal(l->d->results[i], 8192);
+	assert_true(kvt_check(l->mem, MAX_OBJS * 8192, 3));
+	assert_int_equal(run(l, KVR_OP_PUT, o, MAX_OBJS + 1), -E2BIG);
+	assert_int_equal(run(l, KVR_OP_EXISTS, o, MAX_OBJS + 1), -E2BIG);
+}
+
+static void empty_and_short(void **state)
+{
+	struct lim *l = *state;
+	kvr_sge sg[2] = {{l->mem, 10000}, {l->mem + 20000, 0}};
+	kvr_obj o = {"short", 5, sg, 0};
+
+	/* an object of no bytes: no SGE, or an SGE of none, is refused */
+	assert_int_equal(run(l, KVR_OP_PUT, &o, 1), -EINVAL);
+	o.sgl = &sg[1];
+	o.nsge = 1;
+	assert_int_equal(run(l, KVR_OP_PUT, &o, 1), -EINVAL);
+	/* a get into an SGL one byte short of the object, then exact */
+	o.sgl = sg;
+	kvt_fill(l->mem, 10000, 4);
+	assert_int_equal(run(l, KVR_OP_PUT, &o, 1), 0);
+	assert_int_equal(l->d->results[0], 10000);
+	sg[1] = (kvr_sge){l->mem + 20000, 9999};
+	o.sgl = &sg[1];
+	assert_int_equal(run(l, KVR_OP_GET, &o, 1), 0);
+	assert_int_equal(l->d->results[0], -EMSGSIZE);
+	sg[1].len = 10000;
+	memset(l->mem + 20000, 0, 10000);
+	assert_int_equal(run(l, KVR_OP_GET, &o, 1), 0);
+	assert_int_equal(l->d->results[0], 10000);
+	assert_true(kvt_check(l->mem + 20000, 10000, 4));
+}
+
+static void regions(void **state)
+{
+	struct lim *l = *state;
+	const size_t sz = 4096, n = 1024 - l->slots_used + 1; /* the table has 1024 slots */
+	uint8_t *m = kvt_alloc_mem((n + 2) * sz);
+	static kvr_mr *mr[1026];
+	kvr_sge sg = {m + (n - 2) * sz + 100, sz}; /* straddles regions n-2 and n-1 */
+	kvr_obj o = {"straddle", 8, &sg, 1};
+
+	/* n - 1 more regions fill the table; the next one is refused */
+	for (size_t i = 0; i < n - 1; i++)
+		assert_int_equal(kvr_mem_register(l->e, m + i * sz, sz, 0, &mr[i]), 0);
+	assert_int_equal(kvr_mem_register(l->e, m + (n - 1) * sz, sz, 0, &mr[n - 1]), -ENOSPC);
+	assert_int_equal(kvr_mem_register(l->e, m + (n - 1) * sz, sz, KVR_MEM_NO_PIN, &mr[n - 1]),
+			 0);
+	/* the last region of the table works */
+	sg = (kvr_sge){m + (n - 2) * sz, sz};
+	kvt_fill(sg.addr, sz, 5);
+	assert_int_equal(run(l, KVR_OP_PUT, &o, 1), 0);
+	assert_int_equal(l->d->results[0], (int64_t)sz);
+	/* one SGE across two registered regions is refused */
+	sg = (kvr_sge){m + (n - 2) * sz + 100, sz};
+	assert_int_equal(run(l, KVR_OP_GET, &o, 1), -EFAULT);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(kvr_mem_deregister(l->e, mr[i]), 0);
+	kvt_free_mem(m, (n + 2) * sz);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+#define KIND(s)                                                                                    \
+	cmocka_unit_test_setup_teardown(keys, setup_##s, teardown),                                \
+	    cmocka_unit_test_setup_teardown(sges, setup_##s, teardown),                            \
+	    cmocka_unit_test_setup_teardown(batches, setup_##s, teardown),                         \
+	    cmocka_unit_test_setup_teardown(empty_and_short, setup_##s, teardown),                 \
+	    cmocka_unit_test_setup_teardown(regions, setup_##s, teardown)
+	    KIND(mem),
+	    KIND(file),
+	    KIND(tcp),
+#undef KIND
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
