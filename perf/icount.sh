@@ -81,7 +81,10 @@ try:  # the compiler the build runs: the first word of a compile command
     cc = f"{os.path.basename(cmd)}-{v}" if v else cc
 except (OSError, KeyError, ValueError, IndexError):
     pass
-print(o.get("buildtype", "?"), ",".join(s) if isinstance(s, list) else (s or "none"), cc)
+# newer meson gives b_sanitize as a list ([] for none): an empty field
+# would shift the compiler into its place
+s = ",".join(s) if isinstance(s, list) else s
+print(o.get("buildtype", "?"), s or "none", cc)
 EOF
 )
 if [ "$buildtype" != debugoptimized ] || [ "$sanitize" != none ]; then
