@@ -6,6 +6,7 @@ repository (tests/run.sh builds it before running pytest).
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import mmap
 import os
@@ -29,6 +30,12 @@ def server_bin() -> str:
     return path
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the test process dies, however it dies
+    (a crashed run must not leave servers behind)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class Server:
     """A kvring-server process on 127.0.0.1 (an ephemeral port)."""
 
@@ -42,6 +49,7 @@ class Server:
                 stderr=log,
                 text=True,
                 env=env,
+                preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + 10
         self.uri = ""
