@@ -389,7 +389,9 @@ struct kvr_connect_opts {
  * Per-object errors, besides those of local stores: -ECONNREFUSED (no server
  * listening), -ECONNRESET (connection lost during the request), -EHOSTDOWN
  * (every replica of the key is down and backing off), -EACCES (the server
- * refused the secret), -EPROTO (the peer does not speak kvring).
+ * refused the secret), -EPROTO (the peer does not speak kvring), -EFBIG
+ * (put: larger than the server's max_object, a quarter of its pool by
+ * default).
  * On success *out owns the target (close it with kvr_target_close()).
  * Errors: -EINVAL (bad URI or options), -EHOSTUNREACH (a name did not
  * resolve), -ENOMEM, -ESHUTDOWN (engine being destroyed).
@@ -432,8 +434,14 @@ struct kvr_serve_opts {
 				     in its handshake) with no byte arriving
 				     for this long, or whose frame has taken
 				     longer than this plus its payload at
-				     64 MiB/s however its bytes trickle in
+				     64 MiB/s however its bytes trickle in,
+				     or one whose answers wait unsent with no
+				     byte taken by the peer for this long
 				     (default 30000) */
+	uint64_t max_object;	  /* largest object a PUT may store (default
+				     and cap: a quarter of the pool); a PUT of
+				     more is answered -EFBIG and its payload
+				     discarded */
 };
 
 /**

@@ -38,6 +38,7 @@ struct cfg {
 	size_t secret_len;
 	uint32_t threads;
 	uint32_t max_conns;
+	uint64_t max_object;
 	int log_level;
 };
 
@@ -78,6 +79,8 @@ static void usage(FILE *f)
 		   "                            file's bytes, trailing newline stripped)\n"
 		   "  --threads N               engines (shards), default 1\n"
 		   "  --max-conns N             connections per thread (default 1024)\n"
+		   "  --max-object SIZE         largest object a put may store (default and\n"
+		   "                            cap: a quarter of a thread's memory)\n"
 		   "  --log-level LEVEL         error, warn, info (default) or debug\n"
 		   "  --help\n"
 		   "SIZE takes a K, M, G or T suffix (powers of 1024).\n");
@@ -147,6 +150,7 @@ static void parse_args(int argc, char **argv)
 	    {"auth-file", required_argument, NULL, 'a'},
 	    {"threads", required_argument, NULL, 't'},
 	    {"max-conns", required_argument, NULL, 'c'},
+	    {"max-object", required_argument, NULL, 'o'},
 	    {"log-level", required_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
@@ -187,6 +191,9 @@ static void parse_args(int argc, char **argv)
 			break;
 		case 'c':
 			cfg.max_conns = parse_count("bad --max-conns '%s'", optarg, 1u << 20);
+			break;
+		case 'o':
+			cfg.max_object = parse_size_opt("bad --max-object size '%s'", optarg);
 			break;
 		case 'v':
 			if (!strcmp(optarg, "error"))
@@ -291,6 +298,7 @@ static void *shard_main(void *arg)
 	rc = open_stores(sh, &mem, &file);
 	if (!rc) {
 		so.max_conns = cfg.max_conns;
+		so.max_object = cfg.max_object;
 		so.secret = cfg.secret;
 		so.secret_len = cfg.secret_len;
 		so.spill = file;

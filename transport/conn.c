@@ -222,12 +222,40 @@ static void send_start(struct kvr_conn *c)
 	send_submit(c, s);
 }
 
+static void rx_parse(struct kvr_conn *c);
+
 static void conn_flush(struct kvr_flush *f)
 {
 	struct kvr_conn *c = KVR_CONTAINER_OF(f, struct kvr_conn, flush);
 
+	if (c->rx_resume && !c->closing) {
+		/* Held like an SQE, so that a close from on_frame finishes
+		 * (and may free c) only at the conn_put below. */
+		c->rx_resume = false;
+		c->sqes++;
+		rx_parse(c);
+		rx_next(c);
+		if (c->q_head && c->open && !c->closing)
+			send_start(c);
+		conn_put(c);
+		return;
+	}
 	if (c->q_head && c->open && !c->closing)
 		send_start(c);
+}
+
+void kvr_conn_pause(struct kvr_conn *c)
+{
+	c->rx_paused = true;
+	c->rx_resume = false;
+}
+
+void kvr_conn_resume(struct kvr_conn *c)
+{
+	if (!c->rx_paused)
+		return;
+	c->rx_paused = false;
+	c->rx_resume = true;
 }
 
 void kvr_conn_send(struct kvr_conn *c, struct kvr_tx *tx, const struct kvr_frame *f)
@@ -347,7 +375,7 @@ static int proto_fail(struct kvr_conn *c, int rc, const char *what)
  * more bytes are needed, a large payload must be received, or c closes. */
 static void rx_parse(struct kvr_conn *c)
 {
-	while (!c->closing && c->rx_state == RX_HDR) {
+	while (!c->closing && !c->rx_paused && c->rx_state == RX_HDR) {
 		uint32_t avail = c->tail - c->head;
 		uint8_t *p = c->stage + c->head;
 		struct kvr_frame f;
@@ -366,21 +394,30 @@ static void rx_parse(struct kvr_conn *c)
 		if (avail < need)
 			return;
 		c->rx_f = f;
-		c->st.frames_in++;
 		if (f.payload_len <= KVR_CONN_SMALL) {
 			if (kvr_frame_trailer(&f))
 				f.crc = kvr_get32(p + need - KVR_PROTO_CRC_LEN);
-			c->head += (uint32_t)need;
-			c->rx_large = false;
 			rc = c->ops->on_frame(
 			    c, &f, f.key_len ? p + KVR_PROTO_HDR_LEN : NULL,
 			    f.payload_len ? p + KVR_PROTO_HDR_LEN + f.key_len : NULL, &dst);
+			if (rc == KVR_CONN_DEFER) { /* stays staged, for after resume */
+				kvr_conn_pause(c);
+				return;
+			}
+			c->st.frames_in++;
+			c->head += (uint32_t)need;
+			c->rx_large = false;
 			if (rc < 0 && !c->closing)
 				proto_fail(c, rc, "frame refused");
 			continue;
 		}
-		c->head += (uint32_t)need;
 		rc = c->ops->on_frame(c, &f, f.key_len ? p + KVR_PROTO_HDR_LEN : NULL, NULL, &dst);
+		if (rc == KVR_CONN_DEFER) {
+			kvr_conn_pause(c);
+			return;
+		}
+		c->st.frames_in++;
+		c->head += (uint32_t)need;
 		if (rc < 0) {
 			if (!c->closing)
 				proto_fail(c, rc, "frame refused");
@@ -517,6 +554,8 @@ static void rx_next(struct kvr_conn *c)
 			io_uring_prep_recvmsg(sqe, c->fd, &c->rx_msg, MSG_WAITALL);
 		}
 	} else {
+		if (c->rx_paused && c->rx_state == RX_HDR)
+			return; /* the peer's bytes wait in the socket */
 		rx_lowat(c, 1); /* headers: wake for any byte */
 		if (c->rx_state == RX_DISCARD) {
 			c->head = c->tail = 0;

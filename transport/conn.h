@@ -53,6 +53,9 @@
 
 struct kvr_conn;
 
+/* on_frame's answer for a frame the owner cannot take yet (see there). */
+#define KVR_CONN_DEFER 1
+
 /* Where a large payload goes: an SGL covering at least payload_len bytes;
  * it must stay valid until on_payload. nsge 0 discards the payload. With
  * crc set, *crc is the crc32c of the payload at on_payload, computed recv
@@ -74,8 +77,12 @@ struct kvr_conn_ops {
 	 * when empty), the frame is complete at return and no on_payload follows.
 	 * Larger: `small` is NULL; set *dst (or leave it empty to discard) and
 	 * on_payload(c, f) follows once the payload is in. Pointers are valid
-	 * only during the call. Return 0, or a negative errno to close the
-	 * connection as a protocol violation (logged with the reason).
+	 * only during the call. Return 0; KVR_CONN_DEFER to refuse the frame
+	 * for now (the owner has no room for it: it stays unread in the staging
+	 * buffer, receiving pauses, and the same frame comes again after
+	 * kvr_conn_resume; nothing of it may have been kept); or a negative
+	 * errno to close the connection as a protocol violation (logged with
+	 * the reason).
 	 */
 	int (*on_frame)(struct kvr_conn *c, const struct kvr_frame *f, const uint8_t *key,
 			const uint8_t *small, struct kvr_rx_dest *dst);
@@ -158,7 +165,10 @@ struct kvr_conn {
 	uint64_t rx_sge_off;
 	struct msghdr rx_msg;
 	struct iovec rx_iov[KVR_MAX_SGE + 1]; /* the SGL's slices, then the crc trailer */
-	int rx_lowat; /* SO_RCVLOWAT now set on fd (1: the kernel's default) */
+	int rx_lowat;	/* SO_RCVLOWAT now set on fd (1: the kernel's default) */
+	bool rx_paused; /* kvr_conn_pause (or a deferred frame): no frame is
+			   handed over and no recv for headers is posted */
+	bool rx_resume; /* kvr_conn_resume: go on at the next flush */
 
 	/* send */
 	struct kvr_tx *q_head, *q_tail; /* queued, not yet in a send */
@@ -201,6 +211,18 @@ bool kvr_conn_unsend(struct kvr_conn *c, struct kvr_tx *tx);
 /* Close: stop receiving, cancel what is in flight, fail queued frames with
  * err (0 for an orderly close), then on_close(err). Idempotent. */
 void kvr_conn_close(struct kvr_conn *c, int err);
+
+/*
+ * Flow control by the owner. kvr_conn_pause stops handing frames to
+ * on_frame (from the next one; callable from on_frame) and stops receiving
+ * once the current frame's payload, if any, is in: the peer's further bytes
+ * wait in the socket, and TCP pushes back on it. kvr_conn_resume goes on
+ * where it stopped; held frames are handed over from the loop's next flush,
+ * never from inside the call. Both are idempotent; neither is needed by an
+ * owner that never pauses.
+ */
+void kvr_conn_pause(struct kvr_conn *c);
+void kvr_conn_resume(struct kvr_conn *c);
 
 /* Frames queued or in a send not yet finished. */
 bool kvr_conn_tx_idle(const struct kvr_conn *c);

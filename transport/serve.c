@@ -341,6 +341,11 @@ KVR_EXPORT int kvr_serve(kvr_engine *e, const char *uri, kvr_target *store,
 	s->o = o;
 	s->o.max_conns = o.max_conns ? o.max_conns : DEFAULT_MAX_CONNS;
 	s->o.idle_timeout_ms = o.idle_timeout_ms ? o.idle_timeout_ms : DEFAULT_IDLE_MS;
+	/* One PUT may reserve at most this much of the pool before its bytes
+	 * arrive (and evict for it). */
+	s->max_object = s->ms->al.capacity / SRV_RESERVE_DIV;
+	if (o.max_object && o.max_object < s->max_object)
+		s->max_object = o.max_object;
 	s->g = o.group;
 	s->shard = o.shard;
 	s->shards = srv_group_shards(o.group);
@@ -419,7 +424,9 @@ KVR_EXPORT int kvr_server_stats_json(kvr_server *s, char *buf, size_t len)
 		     "\"conns\":%u,\"puts\":%llu,\"gets\":%llu,\"hits\":%llu,\"misses\":%llu,"
 		     "\"evictions\":%llu,\"spilled\":%llu,\"spill_hits\":%llu,"
 		     "\"spill_errors\":%llu,\"parked_bytes\":%llu,"
-		     "\"bytes_in\":%llu,\"bytes_out\":%llu,\"shard\":%u,\"shards\":%u}",
+		     "\"bytes_in\":%llu,\"bytes_out\":%llu,\"shard\":%u,\"shards\":%u,"
+		     "\"slots\":%llu,\"queued_bytes\":%llu,\"reserved_bytes\":%llu,"
+		     "\"held_conns\":%u,\"max_object\":%llu}",
 		     (unsigned long long)ms->ix.count, (unsigned long long)ms->al.used,
 		     (unsigned long long)ms->al.capacity, s->nconns, (unsigned long long)s->n.puts,
 		     (unsigned long long)s->n.gets, (unsigned long long)s->n.hits,
@@ -427,7 +434,9 @@ KVR_EXPORT int kvr_server_stats_json(kvr_server *s, char *buf, size_t len)
 		     (unsigned long long)s->n.spilled, (unsigned long long)s->n.spill_hits,
 		     (unsigned long long)s->n.spill_errors, (unsigned long long)s->parked_bytes,
 		     (unsigned long long)s->n.bytes_in, (unsigned long long)s->n.bytes_out,
-		     s->shard, s->shards);
+		     s->shard, s->shards, (unsigned long long)s->busy, (unsigned long long)s->tx,
+		     (unsigned long long)s->reserved, s->ndeferred,
+		     (unsigned long long)s->max_object);
 	if (n < 0)
 		return -EINVAL;
 	return (size_t)n < len ? n : (int)len - 1;

@@ -29,6 +29,28 @@
 #define SRV_PARK_MAX (256ull << 20)
 /* Objects in one spill batch. */
 #define SRV_SPILL_BATCH 1024u
+/*
+ * Back-pressure (docs/protocol.md): the server stops reading a connection
+ * that holds SRV_CONN_SLOTS requests, or SRV_CONN_TX bytes of answers not
+ * yet taken by its peer, and goes on once it is down to half. Over all
+ * connections, SRV_TOTAL_SLOTS requests or SRV_TOTAL_TX answer bytes stop
+ * the connections holding more than their share (the total over the
+ * connections), so that clients that never read cannot stop one that does.
+ * A slot is about 400 bytes: memory for requests stays under SRV_TOTAL_SLOTS
+ * slots plus one connection's worth.
+ */
+#define SRV_CONN_SLOTS	4096u
+#define SRV_CONN_TX	(64ull << 20)
+#define SRV_TOTAL_SLOTS (1u << 17)
+#define SRV_TOTAL_TX	(1ull << 30)
+/* The least share of the totals a connection is always allowed. */
+#define SRV_SHARE_SLOTS 64u
+#define SRV_SHARE_TX	(4ull << 20)
+/* Pool bytes reserved for PUT payloads still on the wire stay under this
+ * fraction of the pool (a reservation may evict objects, before a byte has
+ * arrived): one more waits (its connection is not read) until another
+ * payload is in. */
+#define SRV_RESERVE_DIV 4u
 #define SRV_SLOT_CHUNK	64u
 
 struct srv_conn;
@@ -83,6 +105,8 @@ struct srv_req {
 	uint32_t crc;		  /* GET: the object's crc32c (for the trailer);
 				     PUT with crc_in: the payload's, as it arrived */
 	bool crc_in;		  /* PUT over TCP: crc was computed as the payload landed */
+	uint64_t txq;		  /* answer bytes counted in the connection's tx */
+	uint64_t reserved;	  /* PUT over TCP: pool bytes held for its payload */
 	struct rdma_wr wr;	  /* RDMA: READs done (PUT), answer sent */
 	struct rdma_pending pend; /* RDMA: waiting for send queue room */
 	uint8_t body[KVR_PROTO_HELLO_MAX]; /* HELLO / EXISTS response body */
@@ -118,6 +142,11 @@ struct srv_conn {
 	uint64_t stuck_ns;    /* ... first saw the peer owing bytes of this frame
 				 (0: it owes none) */
 	uint64_t seen_frames; /* frames_in at the last idle check */
+	uint64_t seen_out;    /* bytes_out at the last idle check */
+	uint64_t out_ns;      /* the idle tick that last saw bytes leave (or
+				 found nothing waiting to be sent) */
+	uint64_t tx;	      /* answer bytes queued or being sent */
+	bool deferred;	      /* not read, for back-pressure (see SRV_CONN_SLOTS) */
 	char peer[64];
 	char name[80];
 };
@@ -183,6 +212,11 @@ struct kvr_server {
 	struct srv_spill *sp; /* NULL without a spill store */
 	uint64_t async;	      /* spill batches in flight (close waits) */
 	uint64_t sending;     /* GET answers being sent from the pool */
+	uint64_t busy;	      /* request slots in use, all connections */
+	uint64_t tx;	      /* answer bytes queued or being sent, all */
+	uint64_t reserved;    /* pool bytes held for PUT payloads on the wire */
+	uint64_t max_object;  /* the largest PUT stored */
+	uint32_t ndeferred;   /* connections not read for back-pressure */
 	struct kvr_flush flush;
 	bool in_flush;
 	bool kick; /* answers queued during the flush: send them */

@@ -142,13 +142,94 @@ static struct srv_req *slot_get(struct srv_conn *c)
 	r->rslot_held = c->rx_rslot_valid;
 	r->rslot = c->rx_rslot;
 	c->rx_rslot_valid = false; /* the request message is this slot's now */
+	r->txq = r->reserved = 0;
 	c->busy++;
+	c->s->busy++;
 	return r;
+}
+
+/* ----------------------------------------------------------- back-pressure */
+
+static uint64_t share(uint64_t total, uint32_t nconns, uint64_t least)
+{
+	uint64_t v = nconns ? total / nconns : total;
+
+	return v > least ? v : least;
+}
+
+/* c holds too much (div 1) or is not yet down to half of that (div 2):
+ * its own limits, and its share of the totals when they are reached. */
+static bool flow_over(const struct srv_conn *c, uint64_t div)
+{
+	const struct kvr_server *s = c->s;
+
+	if (c->busy >= SRV_CONN_SLOTS / div || c->tx >= SRV_CONN_TX / div)
+		return true;
+	if (s->busy >= SRV_TOTAL_SLOTS / div &&
+	    c->busy >= share(SRV_TOTAL_SLOTS, s->nconns, SRV_SHARE_SLOTS) / div)
+		return true;
+	return s->tx >= SRV_TOTAL_TX / div &&
+	       c->tx >= share(SRV_TOTAL_TX, s->nconns, SRV_SHARE_TX) / div;
+}
+
+static void flow_resume(struct srv_conn *c)
+{
+	if (!c->deferred)
+		return;
+	c->deferred = false;
+	c->s->ndeferred--;
+	kvr_conn_resume(&c->conn);
+}
+
+/* Something came back to the server as a whole: every connection held
+ * back that is down to half of its limits goes on (one held for pool
+ * room looks again at its frame, and may wait again). */
+static void flow_scan(struct kvr_server *s)
+{
+	for (struct srv_conn *c = s->conns; c && s->ndeferred; c = c->next)
+		if (c->deferred && !flow_over(c, 2))
+			flow_resume(c);
+}
+
+/* Whether frame f must wait before c is read further. */
+static bool flow_blocked(struct srv_conn *c, const struct kvr_frame *f)
+{
+	struct kvr_server *s = c->s;
+	uint64_t len = f->payload_len;
+
+	if (flow_over(c, 1))
+		return true;
+	/* A PUT's extent is reserved when its header arrives: while others
+	 * are on the wire, one more may not take the pool past the bound
+	 * (one alone always may: max_object stays under it). */
+	return f->opcode == KVR_PROTO_OP_PUT && len > KVR_CONN_SMALL && len <= s->max_object &&
+	       s->reserved &&
+	       s->reserved + kvr_alloc_round(&s->ms->al, len) >
+		   s->ms->al.capacity / SRV_RESERVE_DIV;
+}
+
+/* A PUT's payload is in (or will never be): its reservation ends. */
+static void unreserve(struct kvr_server *s, struct srv_req *r)
+{
+	if (!r->reserved)
+		return;
+	s->reserved -= r->reserved;
+	r->reserved = 0;
+	if (s->ndeferred)
+		flow_scan(s);
 }
 
 static void slot_put(struct srv_req *r)
 {
 	struct srv_conn *c = r->c;
+	struct kvr_server *s = c->s;
+	bool high = s->busy >= SRV_TOTAL_SLOTS / 2 || s->tx >= SRV_TOTAL_TX / 2;
+
+	unreserve(s, r);
+	c->tx -= r->txq;
+	s->tx -= r->txq;
+	r->txq = 0;
+	s->busy--;
 
 	/* Only now: until its answer has left, a copy of the request could
 	 * still be answered a second time under the same id. */
@@ -164,6 +245,10 @@ static void slot_put(struct srv_req *r)
 	r->next = c->free;
 	c->free = r;
 	c->busy--;
+	if (c->deferred && !flow_over(c, 2))
+		flow_resume(c);
+	if (high && s->ndeferred && s->busy < SRV_TOTAL_SLOTS / 2 && s->tx < SRV_TOTAL_TX / 2)
+		flow_scan(s);
 	conn_check(c);
 }
 
@@ -248,6 +333,9 @@ void srv_respond(struct srv_req *r, int32_t status, const struct kvr_sgx *payloa
 		srv_rdma_respond(r, &f, r->tx.nsge ? &r->sgx : NULL);
 		return;
 	}
+	r->txq = KVR_PROTO_HDR_LEN + f.payload_len;
+	c->tx += r->txq;
+	c->s->tx += r->txq;
 	kvr_conn_send(&c->conn, &r->tx, &f);
 }
 
@@ -507,6 +595,8 @@ static int do_put(struct srv_conn *c, struct srv_req *r, const struct kvr_frame 
 	int64_t off = 0;
 
 	r->len = len;
+	if (len > s->max_object)
+		return answer_after_payload(c, r, f, -EFBIG);
 	if (len)
 		/* Behind requests already waiting for room, to keep their order. */
 		off = s->wait_head ? -EAGAIN : srv_alloc(s, len);
@@ -543,6 +633,8 @@ static int do_put(struct srv_conn *c, struct srv_req *r, const struct kvr_frame 
 	dst->nsge = 1;
 	dst->crc = &r->crc; /* over TCP: the pool's crc32c, computed as the bytes land */
 	r->state = RQ_RECV;
+	r->reserved = kvr_alloc_round(&s->ms->al, len);
+	s->reserved += r->reserved;
 	c->rx_req = r;
 	return 0;
 }
@@ -565,13 +657,10 @@ void srv_get(struct kvr_server *s, struct srv_req *r, const struct kvr_objd *o)
 		srv_respond(r, -EMSGSIZE, NULL, 0);
 		return;
 	}
-	/* A client that checks end to end gets the crc instead. */
-	if (!r->c->crc_out && kvr_crc32c(0, s->base + en->off, en->len) != en->crc) {
-		kvr_store_drop_corrupt(s->ms, en);
-		kvr_store_unref(s->ms, en);
-		srv_respond(r, -EIO, NULL, 0);
-		return;
-	}
+	/* Sent as stored: its crc32c was checked as it arrived (and is sent as
+	 * the trailer to a client that checks end to end). Checking it again
+	 * here, for a client that does not, would let a 48-byte request cost
+	 * a pass over the whole object. */
 	s->n.hits++;
 	srv_send_entry(r, en);
 }
@@ -693,6 +782,13 @@ static int on_frame(struct kvr_conn *kc, const struct kvr_frame *f, const uint8_
 				"conn error peer=%s reason=tcp-frame-on-rdma", c->peer);
 			return -EPROTO;
 		}
+		if (!kvr_frame_is_response(f) && flow_blocked(c, f)) {
+			if (!c->deferred) {
+				c->deferred = true;
+				c->s->ndeferred++;
+			}
+			return KVR_CONN_DEFER; /* the frame waits, unread */
+		}
 		return srv_conn_request(c, f, key, small, dst);
 	default: /* a refusal or hand-over is under way: the peer must wait */
 		return 0;
@@ -724,6 +820,7 @@ static void on_payload(struct kvr_conn *kc, const struct kvr_frame *f)
 	c->rx_req = NULL;
 	if (!r)
 		return;
+	unreserve(c->s, r);
 	/* straight into the pool: conn.c computed its crc32c on the way */
 	r->crc_in = r->state == RQ_RECV;
 	srv_conn_payload(c, r);
@@ -742,6 +839,10 @@ static void on_close(struct kvr_conn *kc, int err)
 		c->next->prev = c->prev;
 	c->prev = c->next = NULL;
 	s->nconns--;
+	if (c->deferred) {
+		c->deferred = false;
+		s->ndeferred--;
+	}
 	if (c->state == CS_READY)
 		srv_group_count(s, -1);
 	if (c->rx_req) { /* died mid-payload: the partial bytes are never committed */
@@ -812,6 +913,7 @@ struct srv_conn *srv_conn_new(struct kvr_server *s, int fd, const char *peer)
 	snprintf(c->name, sizeof(c->name), "conn %s", peer);
 	c->conn.name = c->name;
 	c->progress_ns = s->e->now_ns ? s->e->now_ns : kvr_now_ns();
+	c->out_ns = c->progress_ns;
 	c->next = s->conns;
 	if (s->conns)
 		s->conns->prev = c;
@@ -846,14 +948,28 @@ void srv_conn_check_idle(struct srv_conn *c, uint64_t now_ns)
 
 	if (c->conn.closing)
 		return;
+	/* Answers waiting for a peer that takes none of them. */
+	if (kvr_conn_tx_idle(&c->conn) || c->conn.st.bytes_out != c->seen_out) {
+		c->seen_out = c->conn.st.bytes_out;
+		c->out_ns = now_ns;
+	} else if (now_ns - c->out_ns >= idle) {
+		kvr_log(c->s->e, KVR_LOG_INFO, "conn not reading peer=%s: answers unsent for %u ms",
+			c->peer, c->s->o.idle_timeout_ms);
+		/* Reset, not FIN: what the kernel still holds for this peer is
+		 * dropped at once (and zero-copy buffers come back). */
+		setsockopt(c->conn.fd, SOL_SOCKET, SO_LINGER, &(struct linger){1, 0},
+			   sizeof(struct linger));
+		kvr_conn_close(&c->conn, -ETIMEDOUT);
+		return;
+	}
 	if (moved) {
 		c->seen_bytes = c->conn.st.bytes_in;
 		c->progress_ns = now_ns;
 	}
 	/* Waiting between frames is fine; in the handshake or inside a frame
-	 * the peer owes us bytes. */
-	stuck = c->state == CS_HELLO || c->state == CS_AUTH || c->rx_req ||
-		c->conn.head != c->conn.tail;
+	 * the peer owes us bytes (unless the server holds the frame back). */
+	stuck = !c->deferred && (c->state == CS_HELLO || c->state == CS_AUTH || c->rx_req ||
+				 c->conn.head != c->conn.tail);
 	if (!stuck) {
 		c->stuck_ns = 0;
 		return;
