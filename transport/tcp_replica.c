@@ -31,6 +31,7 @@
  */
 #include "transport/tcp.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -162,7 +163,7 @@ static struct tcp_rep_entry *add(struct tcp_cluster *cl, const struct kvr_objd *
 
 	if (!x)
 		return NULL;
-	memset(x, 0, sizeof(*x) - sizeof(x->key));
+	memset(x, 0, offsetof(struct tcp_rep_entry, key));
 	x->hash = o->hash;
 	x->key_len = o->key_len;
 	memcpy(x->key, o->key, o->key_len);
