@@ -380,18 +380,44 @@ struct kvr_connect_opts {
  * `uri` is "tcp://HOST:PORT[,HOST:PORT...]" (HOST a name, an IPv4 address
  * or a bracketed IPv6 address; names are resolved once, here, so this call
  * may block on DNS). Keys map to nodes by rendezvous hashing; with
- * `replicas` R a put writes R copies (its result is success when at least one
- * copy was stored) and a get, exists or remove asks the first healthy node of
- * the key's ranking, falling over to the next on a miss or a node failure.
- * A node whose connection fails or times out is marked down and retried with
- * backoff. Connections are opened in the background; batches submitted
- * before they are up wait for them (within their deadline).
+ * `replicas` R a put writes R copies on the first R usable nodes of the
+ * key's ranking, replacing a failed node by the next one (its result is
+ * success when at least one copy was stored), and a remove goes to R nodes.
+ * A node whose connection fails or stays silent past a deadline is marked
+ * down and retried with backoff; a deadline missed by one node makes only
+ * that node suspect. Connections are opened in the background; batches
+ * submitted before they are up wait for them (within their deadline).
+ * Reads (get, exists) ask one replica at a time, falling over to the next
+ * on a miss or a node failure, and guarantee, per target handle:
+ * read-your-acknowledged-writes. A get never returns a version of a key
+ * older than the newest put (or remove) of it that this handle reported
+ * successful, across replica stalls, deaths and restarts: the handle
+ * remembers, for a key some replica missed the newest write of (a put
+ * stored on fewer than the first R nodes, or on a replacement), which
+ * replicas hold that write, reads only those, and removes the key from a
+ * replica that missed it once that node is up again. Every other key is
+ * read from its first R nodes only (a node past them may keep an old
+ * copy). Puts of one key still in flight together are not ordered. So a
+ * read of an acknowledged key is a hit, or -ENOENT only when every replica
+ * holding its newest write lost it (a restarted memory store), or
+ * -EHOSTDOWN/-ETIMEDOUT when none of them answers. The handle remembers up
+ * to 4096 such keys (about 2 MiB, allocated at connect, touched only when
+ * replicas diverge); when full it forgets one with nothing left to repair
+ * (a read of it may then miss, never read stale), or else reports an
+ * acknowledged put that left a stale replica as -ENOBUFS.
+ * Across handles (other clients, or another kvr_connect of this process)
+ * nothing more is promised: servers do not talk to each other and the
+ * protocol carries no versions, so another client may read a replica that
+ * missed a write it did not see until the writing handle repaired it, and
+ * replicas written by concurrent writers of one key may keep different
+ * versions (each node keeps the one it received last).
  * Per-object errors, besides those of local stores: -ECONNREFUSED (no server
  * listening), -ECONNRESET (connection lost during the request), -EHOSTDOWN
- * (every replica of the key is down and backing off), -EACCES (the server
- * refused the secret), -EPROTO (the peer does not speak kvring), -EFBIG
- * (put: larger than the server's max_object, a quarter of its pool by
- * default).
+ * (every replica a read may ask, or every node for a put, is down and
+ * backing off), -EACCES (the server refused the secret), -EPROTO (the peer
+ * does not speak kvring), -ENOBUFS (a put: see above; or no request slots),
+ * -EFBIG (put: larger than the server's max_object, a quarter of its pool
+ * by default).
  * On success *out owns the target (close it with kvr_target_close()).
  * Errors: -EINVAL (bad URI or options), -EHOSTUNREACH (a name did not
  * resolve), -ENOMEM, -ESHUTDOWN (engine being destroyed).

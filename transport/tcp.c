@@ -3,7 +3,9 @@
  * The TCP cluster target: each object's key ranks the nodes by rendezvous
  * hashing; a put goes to the first R usable nodes, a get/exists asks them in
  * order and falls over on a miss or a node failure, a remove goes to R
- * nodes. Deadlines: an expired request's work that has not reached the
+ * nodes. Which nodes a read may ask comes from tcp_replica.c: the first R
+ * of the ranking, or, for a key whose replicas diverged, the holders of the
+ * newest acknowledged write. Deadlines: an expired request's work that has not reached the
  * kernel is withdrawn; a connection still reading the caller's memory (a put
  * being sent, a get being received) is closed, without marking its node
  * down (it was answering; the next request opens the connection again), and
@@ -30,6 +32,10 @@ struct tcp_req {
 	uint8_t asked;	 /* reads: nodes that answered a miss */
 	uint8_t ok;	 /* puts/removes: nodes that succeeded */
 	uint8_t misses;
+	uint8_t want;	/* puts/removes: copies; reads: answers to wait for */
+	uint16_t allow; /* ranking positions this request may use */
+	uint16_t tried; /* positions it was sent to */
+	uint16_t acked; /* positions that stored it (a remove: that hold none) */
 	int32_t err;
 	struct tcp_op *ops[TCP_MAX_REPLICAS];
 };
@@ -130,6 +136,8 @@ static void op_finish(struct tcp_op *op)
 		return; /* orphan */
 	tr = treq(r);
 	req_forget_op(tr, op);
+	if (res >= 0 || (res == -ENOENT && r->b->op == KVR_OP_REMOVE))
+		tr->acked |= (uint16_t)(1u << op->pos);
 	if (res >= 0) {
 		tr->ok++;
 		if (r->b->op == KVR_OP_GET || r->b->op == KVR_OP_EXISTS) {
@@ -203,17 +211,16 @@ void tcp_op_send(struct tcp_conn *tc, struct tcp_op *op)
 
 /* --------------------------------------------------------------- requests */
 
-/* Rank the nodes for this key (highest rendezvous score first). */
-static void req_rank(struct tcp_cluster *cl, struct kvr_req *r)
+/* Highest rendezvous score first. */
+uint8_t tcp_rank(const struct tcp_cluster *cl, uint64_t hash, uint16_t rank[TCP_MAX_RANK])
 {
-	struct tcp_req *tr = treq(r);
 	uint64_t score[TCP_MAX_RANK];
 	uint32_t keep = cl->nnodes < TCP_MAX_RANK ? cl->nnodes : TCP_MAX_RANK;
+	uint32_t nrank = 0;
 
-	memset(tr, 0, sizeof(*tr));
 	for (uint32_t i = 0; i < cl->nnodes; i++) {
-		uint64_t s = tcp_mix64(r->o->hash ^ cl->nodes[i].seed);
-		uint32_t j = tr->nrank;
+		uint64_t s = tcp_mix64(hash ^ cl->nodes[i].seed);
+		uint32_t j = nrank;
 
 		if (j == keep && s <= score[j - 1])
 			continue;
@@ -221,13 +228,34 @@ static void req_rank(struct tcp_cluster *cl, struct kvr_req *r)
 			j--;
 		while (j > 0 && score[j - 1] < s) {
 			score[j] = score[j - 1];
-			tr->rank[j] = tr->rank[j - 1];
+			rank[j] = rank[j - 1];
 			j--;
 		}
 		score[j] = s;
-		tr->rank[j] = (uint16_t)i;
-		if (tr->nrank < keep)
-			tr->nrank++;
+		rank[j] = (uint16_t)i;
+		if (nrank < keep)
+			nrank++;
+	}
+	return (uint8_t)nrank;
+}
+
+/* Rank the nodes for r's key and choose which of them r may use. */
+static void req_rank(struct tcp_cluster *cl, struct kvr_req *r)
+{
+	struct tcp_req *tr = treq(r);
+	enum kvr_op kind = r->b->op;
+
+	memset(tr, 0, sizeof(*tr));
+	tr->nrank = tcp_rank(cl, r->o->hash, tr->rank);
+	tr->allow = (uint16_t)((1u << tr->nrank) - 1);
+	tr->want = (uint8_t)cl->o.replicas;
+	if (tcp_rep_is_repair(r->b)) {
+		tr->allow = tcp_rep_targets(cl, r->o, tr->rank);
+		tr->want = (uint8_t)__builtin_popcount(tr->allow);
+	} else if (kind == KVR_OP_GET || kind == KVR_OP_EXISTS) {
+		/* Only replicas known to hold the newest write (or nothing). */
+		tr->allow &= tcp_rep_readable(cl, r->o);
+		tr->want = (uint8_t)__builtin_popcount(tr->allow);
 	}
 }
 
@@ -237,11 +265,12 @@ static bool req_launch_next(struct tcp_cluster *cl, struct kvr_req *r)
 	struct tcp_req *tr = treq(r);
 
 	while (tr->next < tr->nrank) {
-		struct tcp_node *n = &cl->nodes[tr->rank[tr->next++]];
+		uint8_t pos = tr->next++;
+		struct tcp_node *n = &cl->nodes[tr->rank[pos]];
 		struct tcp_op *op;
 		int slot = -1;
 
-		if (!tcp_node_usable(n))
+		if (!(tr->allow & (1u << pos)) || !tcp_node_usable(n))
 			continue;
 		for (int i = 0; i < TCP_MAX_REPLICAS; i++)
 			if (!tr->ops[i]) {
@@ -255,6 +284,8 @@ static bool req_launch_next(struct tcp_cluster *cl, struct kvr_req *r)
 		}
 		tr->ops[slot] = op;
 		tr->pending++;
+		tr->tried |= (uint16_t)(1u << pos);
+		op->pos = pos;
 		op->node = n;
 		tcp_node_route(n, op, r->o->hash);
 		return true;
@@ -262,12 +293,24 @@ static bool req_launch_next(struct tcp_cluster *cl, struct kvr_req *r)
 	return false;
 }
 
+/* r is over: record what its writes left on which replica, then report. */
+static void req_finish(struct tcp_cluster *cl, struct kvr_req *r, int64_t res)
+{
+	struct tcp_req *tr = treq(r);
+
+	if (tcp_rep_is_repair(r->b))
+		tcp_rep_repaired(cl, r->o, tr->acked);
+	else if (r->b->op == KVR_OP_PUT || r->b->op == KVR_OP_REMOVE)
+		tcp_rep_written(cl, r->o, tr->tried, tr->acked, &res);
+	kvr_req_done(r, res);
+}
+
 /* Decide what r needs after an op finished, or finish it. */
 static void req_advance(struct tcp_cluster *cl, struct kvr_req *r)
 {
 	struct tcp_req *tr = treq(r);
 	enum kvr_op kind = r->b->op;
-	uint32_t want = cl->o.replicas;
+	uint32_t want = tr->want;
 
 	if (r->done)
 		return;
@@ -286,13 +329,13 @@ static void req_advance(struct tcp_cluster *cl, struct kvr_req *r)
 	if (tr->pending)
 		return;
 	if (kind == KVR_OP_PUT && tr->ok)
-		kvr_req_done(r, (int64_t)r->o->total);
+		req_finish(cl, r, (int64_t)r->o->total);
 	else if (kind == KVR_OP_REMOVE && tr->ok)
-		kvr_req_done(r, 0);
+		req_finish(cl, r, 0);
 	else if (tr->misses)
-		kvr_req_done(r, -ENOENT);
+		req_finish(cl, r, -ENOENT);
 	else
-		kvr_req_done(r, tr->err ? tr->err : -EHOSTDOWN);
+		req_finish(cl, r, tr->err ? tr->err : -EHOSTDOWN);
 }
 
 static void tcp_start(kvr_target *t, struct kvr_req **reqs, uint32_t n)
@@ -312,7 +355,6 @@ static void tcp_cancel(kvr_target *t, struct kvr_req *r)
 {
 	struct tcp_req *tr = treq(r);
 
-	(void)t;
 	for (int i = 0; i < TCP_MAX_REPLICAS && !r->done; i++) {
 		struct tcp_op *op = tr->ops[i];
 		struct tcp_conn *tc;
@@ -349,7 +391,7 @@ static void tcp_cancel(kvr_target *t, struct kvr_req *r)
 		}
 	}
 	if (!r->done && !tr->pending)
-		kvr_req_done(r, -ETIMEDOUT);
+		req_finish(cl_of(t), r, -ETIMEDOUT);
 }
 
 /* rdma:// with GPUDirect: the NIC reaches the region itself. */
@@ -372,6 +414,7 @@ static void cluster_free(struct tcp_cluster *cl)
 	free(cl->nodes);
 	free(cl->ops);
 	free(cl->secret);
+	tcp_rep_fini(cl);
 	cl->nodes = NULL;
 	cl->ops = NULL;
 	cl->secret = NULL;
@@ -551,6 +594,8 @@ KVR_EXPORT int kvr_connect(kvr_engine *e, const char *uri, const struct kvr_conn
 		if (!cl->ops)
 			rc = -ENOMEM;
 	}
+	if (!rc)
+		rc = tcp_rep_init(cl);
 	if (!rc && cl->rdma)
 		rc = tcp_rdma_setup(cl);
 	if (rc) {

@@ -2,7 +2,9 @@
 /*
  * The TCP client: a cluster target (tcp.c: routing, replicas, failover,
  * deadlines) over nodes and their connections (tcp_node.c: connect,
- * handshake, down/backoff). One struct tcp_op is one request to one node.
+ * handshake, down/backoff), and the record of keys whose replicas diverged
+ * (tcp_replica.c: who holds the newest write, repairs). One struct tcp_op is
+ * one request to one node.
  */
 #ifndef KVR_TCP_H
 #define KVR_TCP_H
@@ -19,6 +21,8 @@
 #define TCP_MAX_RANK	 16 /* nodes a key's ranking remembers */
 #define TCP_MAX_REPLICAS 8
 #define TCP_MAX_NODES	 256
+/* Keys whose replicas diverged that a cluster remembers (tcp_replica.c). */
+#define TCP_REP_KEYS 4096
 
 struct tcp_cluster;
 struct tcp_node;
@@ -39,6 +43,7 @@ struct tcp_op {
 	int64_t res;
 	uint8_t opcode;
 	uint8_t state;
+	uint8_t pos;  /* the node's position in the key's ranking */
 	bool tx_busy; /* the kernel may still read the frame's buffers */
 	bool answered;
 	uint32_t rx_crc; /* GET: the payload's crc32c, computed as it arrives */
@@ -93,6 +98,34 @@ struct tcp_node {
 	struct tcp_list wait; /* ops waiting for the shard count */
 };
 
+/*
+ * A key some replica may hold an older version of than the newest write
+ * this client saw acknowledged (tcp_replica.c). Masks are of positions in
+ * the key's ranking (bit p: the node ranked p-th).
+ */
+struct tcp_rep_entry {
+	uint64_t hash;
+	uint32_t gen;	     /* writes of the key finished since it was added */
+	uint32_t repair_gen; /* gen when the repair in flight was sent */
+	uint16_t cur;	     /* hold the newest acknowledged write, or nothing */
+	uint16_t maybe;	     /* may hold some version this client wrote */
+	uint16_t repairing;  /* a repair REMOVE is in flight to them */
+	uint16_t key_len;
+	uint8_t key[KVR_MAX_KEY];
+};
+
+struct tcp_rep {
+	struct tcp_rep_entry *ent; /* cap entries; a free one has key_len 0 */
+	uint32_t *slot;		   /* hash index: entry + 1, 0 = empty */
+	uint32_t mask;		   /* index slots - 1 (2 * cap slots) */
+	uint32_t cap, count;
+	uint32_t hand;		/* next entry eviction looks at */
+	bool busy;		/* a repair batch is in flight */
+	bool due;		/* repairs wait for a node or the batch in flight */
+	struct kvr_timer timer; /* runs the repairs from the loop */
+	uint64_t repaired, overflows;
+};
+
 struct tcp_cluster {
 	kvr_target t;
 	bool rdma;	   /* rdma:// */
@@ -108,6 +141,7 @@ struct tcp_cluster {
 	uint32_t nops;
 	struct tcp_op *free_ops;
 	uint32_t gen;
+	struct tcp_rep rep; /* cap 0: one node, nothing to diverge */
 	bool closing;
 	uint64_t conns_open; /* connections not yet finished closing */
 };
@@ -150,6 +184,28 @@ void tcp_rdma_kick(struct tcp_conn *tc);
 /* The connection closed: the queue pair goes to the error state (the
  * server can no longer touch our memory) and drains on its own. */
 void tcp_rdma_close(struct tcp_conn *tc, int err);
+
+/* tcp_replica.c. */
+int tcp_rep_init(struct tcp_cluster *cl);
+void tcp_rep_fini(struct tcp_cluster *cl);
+/* Positions a read of key (hash) may ask: the newest write's holders, or
+ * the first `replicas` of the ranking when no replica diverged. */
+uint16_t tcp_rep_readable(struct tcp_cluster *cl, const struct kvr_objd *o);
+/* A write of o (PUT or REMOVE) ended: `tried` positions were sent it,
+ * `acked` stored it; *res is its result, which becomes -ENOBUFS when an
+ * acknowledged write left stale replicas and no entry could record them. */
+void tcp_rep_written(struct tcp_cluster *cl, const struct kvr_objd *o, uint16_t tried,
+		     uint16_t acked, int64_t *res);
+/* A repair request: the positions to send it to (stale, node up). */
+bool tcp_rep_is_repair(const struct kvr_batch *b);
+uint16_t tcp_rep_targets(struct tcp_cluster *cl, const struct kvr_objd *o, const uint16_t *rank);
+/* A repair request ended: `acked` positions hold the key no longer. */
+void tcp_rep_repaired(struct tcp_cluster *cl, const struct kvr_objd *o, uint16_t acked);
+/* A node came up: repairs waiting for it may go. */
+void tcp_rep_kick(struct tcp_cluster *cl);
+
+/* tcp.c: rank the nodes for a key hash, best first; returns how many. */
+uint8_t tcp_rank(const struct tcp_cluster *cl, uint64_t hash, uint16_t rank[TCP_MAX_RANK]);
 
 /* tcp.c: a request on conn ended (answer or failure). */
 void tcp_op_answer(struct tcp_op *op, int64_t res);

@@ -263,6 +263,7 @@ static int on_hello(struct tcp_conn *tc, const struct kvr_frame *f, const uint8_
 		n->backoff_ms = cl->o.retry_ms;
 		kvr_log(cl->t.e, KVR_LOG_INFO, "node %s up: %u shard(s), %u connection(s)", n->name,
 			n->shards, n->nconns);
+		tcp_rep_kick(cl); /* what it missed while away can be repaired */
 		while ((op = n->wait.head)) {
 			tcp_list_del(&n->wait, op);
 			tcp_node_route(n, op, op->hash);
