@@ -526,6 +526,80 @@ static uint64_t file_size(const char *path)
 	return (uint64_t)st.st_size;
 }
 
+/* Write sb as the next superblock copy (generation gen + 1), crc and all:
+ * what the store itself would write. */
+static void write_super(const char *path, const struct fs_super *sb)
+{
+	uint8_t b[FS_BLOCK] = {0};
+	struct fs_super s = *sb;
+	int fd = open(path, O_RDWR);
+
+	assert_true(fd >= 0);
+	s.gen++;
+	s.crc = 0;
+	memcpy(b, &s, sizeof(s));
+	s.crc = kvr_crc32c(0, b, FS_BLOCK);
+	memcpy(b, &s, sizeof(s));
+	assert_int_equal(pwrite(fd, b, FS_BLOCK, (off_t)(s.gen % 2) * FS_BLOCK), FS_BLOCK);
+	close(fd);
+}
+
+/* A superblock with a right crc but a layout no format writes — a third
+ * log half, a log over the superblocks or the data, a data area whose end
+ * wraps past 2^64, a generation with no room to count — is refused as
+ * corruption (-EUCLEAN), before anything is read or written by it. */
+static void test_crafted_superblock(void **state)
+{
+	struct fx f;
+	struct fs_super good, bad;
+	uint8_t area[FS_SUPER_SIZE];
+	uint64_t size;
+	int fd;
+
+	setup(&f, "fs_crafted_sb", 0, 16 << 20);
+	assert_int_equal(kvr_target_close(f.t), 0);
+	size = file_size(f.path);
+	for (int i = 0; i < 6; i++) {
+		fd = open(f.path, O_RDWR);
+		assert_true(fd >= 0);
+		assert_int_equal(pread(fd, area, sizeof(area), 0), sizeof(area));
+		read_super(f.path, &good);
+		bad = good;
+		switch (i) {
+		case 0:
+			bad.active = 2;
+			break;
+		case 1:
+			bad.log_off = 0;
+			break;
+		case 2:
+			bad.data_off = bad.log_off + bad.log_half;
+			break;
+		case 3:
+			bad.capacity = (uint64_t)-4096; /* data_off + capacity wraps */
+			break;
+		case 4:
+			bad.gen = UINT64_MAX - 1; /* written as UINT64_MAX */
+			break;
+		default:
+			bad.log_half = 2048ull << 20; /* past the largest half */
+			bad.data_off = bad.log_off + 2 * bad.log_half;
+			bad.capacity = 4096;
+			assert_int_equal(truncate(f.path, (off_t)(bad.data_off + 4096)), 0);
+		}
+		write_super(f.path, &bad);
+		assert_int_equal(open_store(&f, KVR_STORE_NO_CREATE, 0), -EUCLEAN);
+		assert_non_null(strstr(kvr_engine_errmsg(f.e), "geometry"));
+		/* the superblocks as they were: the store opens */
+		assert_int_equal(pwrite(fd, area, sizeof(area), 0), sizeof(area));
+		close(fd);
+		assert_int_equal(truncate(f.path, (off_t)size), 0);
+		assert_int_equal(open_store(&f, KVR_STORE_NO_CREATE, 0), 0);
+		assert_int_equal(kvr_target_close(f.t), 0);
+	}
+	teardown(&f);
+}
+
 /* A new store in a pre-sized file takes the file's size (less the header
  * and log); a missing or empty one gets opts->capacity or 1 GiB. */
 static void test_presized_file(void **state)
@@ -641,6 +715,7 @@ int main(void)
 	    cmocka_unit_test(test_open_errors),
 	    cmocka_unit_test(test_file_backed_memory),
 	    cmocka_unit_test(test_crafted_log_records),
+	    cmocka_unit_test(test_crafted_superblock),
 	    cmocka_unit_test(test_presized_file),
 	    cmocka_unit_test(test_failed_format_cleans_up),
 	};

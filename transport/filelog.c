@@ -10,6 +10,11 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Replay reads the log in chunks that start small and double up to the
+ * largest: the log of a store just closed is a few blocks, and reading (and
+ * faulting in the buffer for) a whole megabyte of it to find them would
+ * make every open of a small store pay for a large one. */
+#define REPLAY_FIRST (64u << 10)
 #define REPLAY_CHUNK (1u << 20)
 
 static uint8_t *blk_at(struct fs_log *l, uint64_t seq)
@@ -428,6 +433,7 @@ int fs_log_replay(struct filestore *fs)
 {
 	struct fs_log *l = &fs->log;
 	uint64_t base = fs->sb.log_off + fs->sb.active * fs->sb.log_half, pos = 0, bad = 0;
+	uint64_t chunk = REPLAY_FIRST;
 	uint8_t *buf;
 	bool end = false;
 	int rc = 0;
@@ -435,8 +441,11 @@ int fs_log_replay(struct filestore *fs)
 	if (posix_memalign((void **)&buf, FS_BLOCK, REPLAY_CHUNK))
 		return -ENOMEM;
 	while (!end && pos < l->half_blocks) {
-		uint64_t nb = REPLAY_CHUNK / FS_BLOCK;
+		uint64_t nb = chunk / FS_BLOCK;
 		ssize_t got;
+
+		if (chunk < REPLAY_CHUNK)
+			chunk *= 2;
 
 		if (nb > l->half_blocks - pos)
 			nb = l->half_blocks - pos;

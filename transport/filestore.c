@@ -528,6 +528,24 @@ static void probe_align(struct filestore *fs)
 #endif
 }
 
+/* A superblock whose crc is right can still name a layout no format wrote
+ * (a bug elsewhere, or a file made to look like a store), and everything
+ * after open places its reads and writes by it: the active half must be
+ * one of two, the log must lie between the superblocks and the data area,
+ * the data area inside the file (each bound written so that no sum can
+ * wrap), and the generation must leave room to count, or the copy written
+ * next (gen + 1 wrapping to 0) would lose to the stale one. */
+static bool super_fits(const struct fs_super *sb, uint64_t size)
+{
+	return sb->version == FS_VERSION && sb->unit == FS_BLOCK && sb->active <= 1 &&
+	       sb->gen <= FS_SEQ_MAX && sb->log_half >= 8 * MIB && sb->log_half <= 1024 * MIB &&
+	       sb->log_half % FS_BLOCK == 0 && sb->log_off >= FS_SUPER_SIZE &&
+	       sb->log_off % FS_BLOCK == 0 && sb->data_off % FS_BLOCK == 0 &&
+	       sb->data_off <= size && sb->log_off <= sb->data_off &&
+	       2 * sb->log_half <= sb->data_off - sb->log_off && sb->capacity >= FS_BLOCK &&
+	       sb->capacity <= size - sb->data_off;
+}
+
 static int open_store(struct filestore *fs, const struct kvr_store_opts *o)
 {
 	kvr_engine *e = fs->s.t.e;
@@ -564,9 +582,7 @@ static int open_store(struct filestore *fs, const struct kvr_store_opts *o)
 			       fs->path);
 		return -EUCLEAN;
 	}
-	if (!fresh &&
-	    (fs->sb.version != FS_VERSION || fs->sb.unit != FS_BLOCK || fs->sb.log_half < 8 * MIB ||
-	     fs->sb.log_half % FS_BLOCK || fs->sb.data_off + fs->sb.capacity > size)) {
+	if (!fresh && !super_fits(&fs->sb, size)) {
 		kvr_set_errmsg(e, "%s: store version %u or geometry not supported", fs->path,
 			       fs->sb.version);
 		return -EUCLEAN;

@@ -84,8 +84,9 @@ _Static_assert(sizeof(struct fs_super) == 88 && sizeof(struct fs_logblk) == 40 &
 		   sizeof(struct fs_rec) == 32,
 	       "on-disk structs have no hidden padding");
 
-/* Highest sequence number a log record may carry: one per put never gets
- * near it, and the headroom keeps ++seq from wrapping. */
+/* Highest sequence number a log record, or generation a superblock, may
+ * carry: one per put (or per superblock write) never gets near it, and the
+ * headroom keeps ++seq and gen + 1 from wrapping. */
 #define FS_SEQ_MAX (UINT64_MAX >> 1)
 
 #define FS_REC_SIZE(klen) ((sizeof(struct fs_rec) + (klen) + 7) & ~(size_t)7)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Coverage-guided fuzzing of the decoders (libFuzzer, clang): builds
+# Coverage-guided fuzzing of the decoders and of the file store's open
+# (superblock, log replay) (libFuzzer, clang): builds
 # build-fuzz (the library instrumented, ASan+UBSan), then runs each harness
 # for SECONDS (default 60) from its committed corpus in tests/fuzz/corpus/.
 # New inputs go to a scratch corpus, not into the repository; a crash stops
@@ -14,7 +15,7 @@ if [ ! -d build-fuzz ]; then
 		-Dwerror=true >/dev/null
 fi
 ninja -C build-fuzz >/dev/null
-for h in fuzz_frame fuzz_hello fuzz_rmsg; do
+for h in fuzz_frame fuzz_hello fuzz_rmsg fuzz_filestore; do
 	scratch=build-fuzz/corpus-$h
 	mkdir -p "$scratch"
 	log=build-fuzz/$h.log
