@@ -1,13 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Every bound of kvring.h at the bound and one past it, on every local and
- * TCP target kind (mem:, file:, tcp:// against a kvring-server process):
- * keys of KVR_MAX_KEY and one more byte; KVR_MAX_SGE SGEs of 1 B to 1 MiB
- * and one more SGE; batches of max_objects and one more; empty objects;
- * a get into an SGL one byte short and exact; the fixed-buffer table's
- * regions and one more; an SGE straddling two regions. Every byte that
- * comes back is checked. (rdma:// is not covered here: it needs the
- * Soft-RoCE VM, whose suite does not run this program yet.)
+ * Every bound of kvring.h at the bound and one past it, on every kind of
+ * target: mem:, file:, tcp:// and rdma:// (the last two against a
+ * kvring-server process): keys of KVR_MAX_KEY and one more byte;
+ * KVR_MAX_SGE SGEs of 1 B to 1 MiB and one more SGE; batches of
+ * max_objects and one more; empty objects; a get into an SGL one byte
+ * short and exact; the fixed-buffer table's regions and one more; an SGE
+ * straddling two regions. Every byte that comes back is checked.
+ *
+ * rdma:// runs where the environment names a verbs device, as test_rdma
+ * does (KVR_RDMA_DEV / KVR_RDMA_ADDR for the client, KVR_RDMA_DEV2 /
+ * KVR_RDMA_ADDR2 for the server; the Soft-RoCE VM of tests/rdma-vm sets
+ * them). Without them its tests report a skip, except inside that VM
+ * (KVR_RDMA_VM=1), where a missing device is a failure.
  */
 #include "fixtures.h"
 #include "server_proc.h"
@@ -25,6 +30,7 @@ struct lim {
 	kvr_mr *mr;
 	struct kvt_server srv;
 	bool remote;
+	bool absent;	     /* rdma:// without a device: every test skips */
 	uint32_t slots_used; /* fixed-buffer slots taken before the test: the
 				arena, and a memory store's own pool */
 	char path[512];
@@ -43,11 +49,45 @@ static int run(struct lim *l, enum kvr_op op, const kvr_obj *o, size_t n)
 	return 0;
 }
 
+/* A kvring-server listening on rdma://, and the client's URI for it. */
+static int rdma_server(struct lim *l, char *uri, size_t len)
+{
+	const char *dev = getenv("KVR_RDMA_DEV"), *addr = getenv("KVR_RDMA_ADDR");
+	const char *dev2 = getenv("KVR_RDMA_DEV2") ? getenv("KVR_RDMA_DEV2") : dev;
+	const char *addr2 = getenv("KVR_RDMA_ADDR2") ? getenv("KVR_RDMA_ADDR2") : addr;
+	char listen[160];
+
+	if (!dev || !addr) {
+		if (getenv("KVR_RDMA_VM")) {
+			print_error("KVR_RDMA_VM is set but no RDMA device is named "
+				    "(KVR_RDMA_DEV, KVR_RDMA_ADDR)\n");
+			return -1;
+		}
+		l->absent = true;
+		return 0;
+	}
+	snprintf(listen, sizeof(listen), "rdma://%s:0?dev=%s", addr2, dev2);
+	assert_int_equal(
+	    kvt_server_start_at(&l->srv, listen, NULL, (const char *[]){"--memory", "128M", NULL}),
+	    0);
+	snprintf(uri, len, "%s?dev=%s", l->srv.uri, dev);
+	l->remote = true;
+	return 0;
+}
+
 static int setup(void **state, const char *kind)
 {
 	struct lim *l = calloc(1, sizeof(*l));
 	struct kvr_engine_opts eo = {.size = sizeof(eo), .max_objects = MAX_OBJS};
+	char uri[600];
 
+	*state = l;
+	if (!strcmp(kind, "rdma")) {
+		if (rdma_server(l, uri, sizeof(uri)))
+			return -1;
+		if (l->absent)
+			return 0;
+	}
 	l->d = calloc(1, sizeof(*l->d));
 	assert_int_equal(kvr_engine_create(&eo, &l->e), 0);
 	l->mem = kvt_alloc_mem(ARENA);
@@ -59,18 +99,19 @@ static int setup(void **state, const char *kind)
 	} else if (!strcmp(kind, "file")) {
 		struct kvr_store_opts so = {
 		    .size = sizeof(so), .flags = KVR_STORE_TRUNCATE, .capacity = 256 << 20};
-		char uri[600];
 
 		snprintf(l->path, sizeof(l->path), "%s", kvt_path("limits"));
 		snprintf(uri, sizeof(uri), "file:%s", l->path);
 		assert_int_equal(kvr_store_open(l->e, uri, &so, &l->t), 0);
-	} else {
+	} else if (!strcmp(kind, "tcp")) {
 		assert_int_equal(
 		    kvt_server_start(&l->srv, (const char *[]){"--memory", "512M", NULL}), 0);
 		assert_int_equal(kvr_connect(l->e, l->srv.uri, NULL, &l->t), 0);
 		l->remote = true;
+	} else if (kvr_connect(l->e, uri, NULL, &l->t)) {
+		print_error("kvr_connect %s: %s\n", uri, kvr_engine_errmsg(l->e));
+		return -1;
 	}
-	*state = l;
 	return 0;
 }
 
@@ -89,10 +130,19 @@ static int setup_tcp(void **s)
 	return setup(s, "tcp");
 }
 
+static int setup_rdma(void **s)
+{
+	return setup(s, "rdma");
+}
+
 static int teardown(void **state)
 {
 	struct lim *l = *state;
 
+	if (l->absent) {
+		free(l);
+		return 0;
+	}
 	assert_int_equal(kvr_target_close(l->t), 0);
 	kvr_engine_destroy(l->e);
 	if (l->remote)
@@ -105,9 +155,23 @@ static int teardown(void **state)
 	return 0;
 }
 
-static void keys(void **state)
+/* The test's fixture, or a skip where it has no target (rdma:// without a
+ * device). */
+static struct lim *lim_of(void **state)
 {
 	struct lim *l = *state;
+
+	if (l->absent) {
+		print_message("no RDMA device named (KVR_RDMA_DEV, KVR_RDMA_ADDR): skipped; "
+			      "tests/rdma-vm runs it on Soft-RoCE\n");
+		skip();
+	}
+	return l;
+}
+
+static void keys(void **state)
+{
+	struct lim *l = lim_of(state);
 	static char key[KVR_MAX_KEY + 1];
 	kvr_sge sg = {l->mem, 4096};
 	kvr_obj o = {key, KVR_MAX_KEY, &sg, 1};
@@ -132,7 +196,7 @@ static void keys(void **state)
 
 static void sges(void **state)
 {
-	struct lim *l = *state;
+	struct lim *l = lim_of(state);
 	static kvr_sge in[KVR_MAX_SGE + 1], out[KVR_MAX_SGE + 1];
 	kvr_obj o = {"sges", 4, in, KVR_MAX_SGE}, g = {"sges", 4, out, KVR_MAX_SGE};
 	size_t off = 0, total = 0;
@@ -162,7 +226,7 @@ static void sges(void **state)
 
 static void batches(void **state)
 {
-	struct lim *l = *state;
+	struct lim *l = lim_of(state);
 	static kvr_obj o[MAX_OBJS + 1];
 	static kvr_sge sg[MAX_OBJS + 1];
 	static char k[MAX_OBJS + 1][16];
@@ -187,7 +251,7 @@ static void batches(void **state)
 
 static void empty_and_short(void **state)
 {
-	struct lim *l = *state;
+	struct lim *l = lim_of(state);
 	kvr_sge sg[2] = {{l->mem, 10000}, {l->mem + 20000, 0}};
 	kvr_obj o = {"short", 5, sg, 0};
 
@@ -214,7 +278,7 @@ static void empty_and_short(void **state)
 
 static void regions(void **state)
 {
-	struct lim *l = *state;
+	struct lim *l = lim_of(state);
 	const size_t sz = 4096, n = 1024 - l->slots_used + 1; /* the table has 1024 slots */
 	uint8_t *m = kvt_alloc_mem((n + 2) * sz);
 	static kvr_mr *mr[1026];
@@ -243,16 +307,16 @@ static void regions(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+/* Each test once per kind, named "test (kind)". */
+#define TEST(f, s) {#f " (" #s ")", f, setup_##s, teardown, NULL}
 #define KIND(s)                                                                                    \
-	cmocka_unit_test_setup_teardown(keys, setup_##s, teardown),                                \
-	    cmocka_unit_test_setup_teardown(sges, setup_##s, teardown),                            \
-	    cmocka_unit_test_setup_teardown(batches, setup_##s, teardown),                         \
-	    cmocka_unit_test_setup_teardown(empty_and_short, setup_##s, teardown),                 \
-	    cmocka_unit_test_setup_teardown(regions, setup_##s, teardown)
+	TEST(keys, s), TEST(sges, s), TEST(batches, s), TEST(empty_and_short, s), TEST(regions, s)
 	    KIND(mem),
 	    KIND(file),
 	    KIND(tcp),
+	    KIND(rdma),
 #undef KIND
+#undef TEST
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
