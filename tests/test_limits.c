@@ -5,8 +5,13 @@
  * kvring-server process): keys of KVR_MAX_KEY and one more byte;
  * KVR_MAX_SGE SGEs of 1 B to 1 MiB and one more SGE; batches of
  * max_objects and one more; empty objects; a get into an SGL one byte
- * short and exact; the fixed-buffer table's regions and one more; an SGE
- * straddling two regions. Every byte that comes back is checked.
+ * short and exact (nothing written past it), the exact one in two SGEs
+ * that touch and then overlap by a byte; the fixed-buffer table's regions
+ * and one more, written and read back; an SGE straddling two regions.
+ * Then the largest messages the transports build: full keys with full
+ * SGLs, and payloads on either side of where puts change how they travel
+ * (inline or described over RDMA, plain or zero-copy over TCP).
+ * Every byte that comes back is checked.
  *
  * rdma:// runs where the environment names a verbs device, as test_rdma
  * does (KVR_RDMA_DEV / KVR_RDMA_ADDR for the client, KVR_RDMA_DEV2 /
@@ -253,6 +258,7 @@ static void empty_and_short(void **state)
 {
 	struct lim *l = lim_of(state);
 	kvr_sge sg[2] = {{l->mem, 10000}, {l->mem + 20000, 0}};
+	kvr_sge two[2] = {{l->mem + 20000, 5000}, {l->mem + 24999, 5001}};
 	kvr_obj o = {"short", 5, sg, 0};
 
 	/* an object of no bytes: no SGE, or an SGE of none, is refused */
@@ -267,13 +273,22 @@ static void empty_and_short(void **state)
 	assert_int_equal(l->d->results[0], 10000);
 	sg[1] = (kvr_sge){l->mem + 20000, 9999};
 	o.sgl = &sg[1];
+	memset(l->mem + 20000, 0xee, 10000 + 64);
 	assert_int_equal(run(l, KVR_OP_GET, &o, 1), 0);
 	assert_int_equal(l->d->results[0], -EMSGSIZE);
-	sg[1].len = 10000;
+	for (size_t k = 9999; k < 10000 + 64; k++) /* not a byte past the SGL */
+		assert_int_equal(l->mem[20000 + k], 0xee);
+	/* exact, in two SGEs that touch; overlapping by one byte is refused */
+	o.sgl = two;
+	o.nsge = 2;
+	assert_int_equal(run(l, KVR_OP_GET, &o, 1), -EINVAL);
+	two[1] = (kvr_sge){l->mem + 25000, 5000};
 	memset(l->mem + 20000, 0, 10000);
 	assert_int_equal(run(l, KVR_OP_GET, &o, 1), 0);
 	assert_int_equal(l->d->results[0], 10000);
 	assert_true(kvt_check(l->mem + 20000, 10000, 4));
+	for (size_t k = 10000; k < 10000 + 64; k++)
+		assert_int_equal(l->mem[20000 + k], 0xee);
 }
 
 static void regions(void **state)
@@ -291,17 +306,79 @@ static void regions(void **state)
 	assert_int_equal(kvr_mem_register(l->e, m + (n - 1) * sz, sz, 0, &mr[n - 1]), -ENOSPC);
 	assert_int_equal(kvr_mem_register(l->e, m + (n - 1) * sz, sz, KVR_MEM_NO_PIN, &mr[n - 1]),
 			 0);
-	/* the last region of the table works */
+	/* the last region of the table and the one past it work */
 	sg = (kvr_sge){m + (n - 2) * sz, sz};
 	kvt_fill(sg.addr, sz, 5);
 	assert_int_equal(run(l, KVR_OP_PUT, &o, 1), 0);
 	assert_int_equal(l->d->results[0], (int64_t)sz);
+	sg = (kvr_sge){m + (n - 1) * sz, sz};
+	assert_int_equal(run(l, KVR_OP_GET, &o, 1), 0);
+	assert_int_equal(l->d->results[0], (int64_t)sz);
+	assert_true(kvt_check(sg.addr, sz, 5));
 	/* one SGE across two registered regions is refused */
 	sg = (kvr_sge){m + (n - 2) * sz + 100, sz};
+	assert_int_equal(run(l, KVR_OP_PUT, &o, 1), -EFAULT);
 	assert_int_equal(run(l, KVR_OP_GET, &o, 1), -EFAULT);
 	for (size_t i = 0; i < n; i++)
 		assert_int_equal(kvr_mem_deregister(l->e, mr[i]), 0);
 	kvt_free_mem(m, (n + 2) * sz);
+}
+
+/*
+ * The largest messages: each object has a full key, and holds 4 KiB - 1 to
+ * 16 KiB + 1 bytes (where a put over RDMA stops travelling inline, and one
+ * over TCP starts using zero-copy send) in 1, 31, 32 or KVR_MAX_SGE SGEs
+ * (31 and 32: with the header in front, the most SGEs the RDMA client lets
+ * one SEND gather, and one more). One batch puts them all, one gets them
+ * back.
+ */
+static void messages(void **state)
+{
+	struct lim *l = lim_of(state);
+	static const size_t sizes[] = {4095, 4096, 4097, 16383, 16384, 16385};
+	static const uint32_t nsges[] = {1, 31, 32, KVR_MAX_SGE};
+	enum { NS = sizeof(nsges) / sizeof(nsges[0]), N = sizeof(sizes) / sizeof(sizes[0]) * NS };
+	static char key[N][KVR_MAX_KEY];
+	static kvr_sge in[N][KVR_MAX_SGE], out[N][KVR_MAX_SGE];
+	static kvr_obj o[N], g[N];
+	size_t off = 0;
+
+	for (size_t i = 0; i < N; i++) {
+		size_t len = sizes[i / NS], piece = len / nsges[i % NS];
+		char tag[16];
+		int t = snprintf(tag, sizeof(tag), "msg-%zu-", i);
+
+		memset(key[i], 'm', KVR_MAX_KEY);
+		memcpy(key[i], tag, (size_t)t);
+		kvt_fill(l->mem + off, len, 100 + i);
+		memset(l->mem + ARENA / 2 + off, 0, len + 64);
+		for (uint32_t k = 0; k < nsges[i % NS]; k++) {
+			size_t at = k * piece, n = k + 1 < nsges[i % NS] ? piece : len - at;
+
+			in[i][k] = (kvr_sge){l->mem + off + at, n};
+			out[i][k] = (kvr_sge){l->mem + ARENA / 2 + off + at, n};
+		}
+		o[i] = (kvr_obj){key[i], KVR_MAX_KEY, in[i], nsges[i % NS]};
+		g[i] = (kvr_obj){key[i], KVR_MAX_KEY, out[i], nsges[i % NS]};
+		off += len + 64; /* a gap after each object stays zero */
+	}
+	assert_int_equal(run(l, KVR_OP_PUT, o, N), 0);
+	for (size_t i = 0; i < N; i++)
+		assert_int_equal(l->d->results[i], (int64_t)sizes[i / NS]);
+	assert_int_equal(run(l, KVR_OP_GET, g, N), 0);
+	off = 0;
+	for (size_t i = 0; i < N; i++) {
+		size_t len = sizes[i / NS];
+
+		assert_int_equal(l->d->results[i], (int64_t)len);
+		assert_true(kvt_check(l->mem + ARENA / 2 + off, len, 100 + i));
+		for (size_t k = 0; k < 64; k++)
+			assert_int_equal(l->mem[ARENA / 2 + off + len + k], 0);
+		off += len + 64;
+	}
+	assert_int_equal(run(l, KVR_OP_EXISTS, g, N), 0);
+	for (size_t i = 0; i < N; i++)
+		assert_int_equal(l->d->results[i], (int64_t)sizes[i / NS]);
 }
 
 int main(void)
@@ -310,7 +387,8 @@ int main(void)
 /* Each test once per kind, named "test (kind)". */
 #define TEST(f, s) {#f " (" #s ")", f, setup_##s, teardown, NULL}
 #define KIND(s)                                                                                    \
-	TEST(keys, s), TEST(sges, s), TEST(batches, s), TEST(empty_and_short, s), TEST(regions, s)
+	TEST(keys, s), TEST(sges, s), TEST(batches, s), TEST(empty_and_short, s),                  \
+	    TEST(regions, s), TEST(messages, s)
 	    KIND(mem),
 	    KIND(file),
 	    KIND(tcp),
