@@ -10,7 +10,8 @@
  * and one more, written and read back; an SGE straddling two regions.
  * Then the largest messages the transports build: full keys with full
  * SGLs, and payloads on either side of where puts change how they travel
- * (inline or described over RDMA, plain or zero-copy over TCP).
+ * (inline or described over RDMA, plain or zero-copy over TCP). On the
+ * remote kinds, the shared secret's longest length and one more byte.
  * Every byte that comes back is checked.
  *
  * rdma:// runs where the environment names a verbs device, as test_rdma
@@ -36,6 +37,9 @@ struct lim {
 	struct kvt_server srv;
 	bool remote;
 	bool absent;	     /* rdma:// without a device: every test skips */
+	char listen[160];    /* remote kinds: the servers' --listen ("": tcp) */
+	char devq[80];	     /* ... and what the client's URI adds ("?dev=rxe0") */
+	const char *memory;  /* ... and the servers' --memory */
 	uint32_t slots_used; /* fixed-buffer slots taken before the test: the
 				arena, and a memory store's own pool */
 	char path[512];
@@ -54,13 +58,13 @@ static int run(struct lim *l, enum kvr_op op, const kvr_obj *o, size_t n)
 	return 0;
 }
 
-/* A kvring-server listening on rdma://, and the client's URI for it. */
-static int rdma_server(struct lim *l, char *uri, size_t len)
+/* Where rdma:// servers listen and which device the client takes, from the
+ * environment; -1 where the VM names none, absent where nothing does. */
+static int rdma_devices(struct lim *l)
 {
 	const char *dev = getenv("KVR_RDMA_DEV"), *addr = getenv("KVR_RDMA_ADDR");
 	const char *dev2 = getenv("KVR_RDMA_DEV2") ? getenv("KVR_RDMA_DEV2") : dev;
 	const char *addr2 = getenv("KVR_RDMA_ADDR2") ? getenv("KVR_RDMA_ADDR2") : addr;
-	char listen[160];
 
 	if (!dev || !addr) {
 		if (getenv("KVR_RDMA_VM")) {
@@ -71,13 +75,20 @@ static int rdma_server(struct lim *l, char *uri, size_t len)
 		l->absent = true;
 		return 0;
 	}
-	snprintf(listen, sizeof(listen), "rdma://%s:0?dev=%s", addr2, dev2);
-	assert_int_equal(
-	    kvt_server_start_at(&l->srv, listen, NULL, (const char *[]){"--memory", "128M", NULL}),
-	    0);
-	snprintf(uri, len, "%s?dev=%s", l->srv.uri, dev);
-	l->remote = true;
+	snprintf(l->listen, sizeof(l->listen), "rdma://%s:0?dev=%s", addr2, dev2);
+	snprintf(l->devq, sizeof(l->devq), "?dev=%s", dev);
 	return 0;
+}
+
+/* A kvring-server of l's kind, with one more option (extra and its arg;
+ * NULL for none), and the client's URI for it. */
+static void server_up(struct lim *l, struct kvt_server *s, const char *extra, const char *arg,
+		      char *uri, size_t len)
+{
+	const char *args[] = {"--memory", l->memory, extra, arg, NULL};
+
+	assert_int_equal(kvt_server_start_at(s, *l->listen ? l->listen : NULL, NULL, args), 0);
+	snprintf(uri, len, "%s%s", s->uri, l->devq);
 }
 
 static int setup(void **state, const char *kind)
@@ -87,12 +98,10 @@ static int setup(void **state, const char *kind)
 	char uri[600];
 
 	*state = l;
-	if (!strcmp(kind, "rdma")) {
-		if (rdma_server(l, uri, sizeof(uri)))
-			return -1;
-		if (l->absent)
-			return 0;
-	}
+	l->remote = !strcmp(kind, "tcp") || !strcmp(kind, "rdma");
+	l->memory = strcmp(kind, "rdma") ? "512M" : "128M";
+	if (!strcmp(kind, "rdma") && (rdma_devices(l) || l->absent))
+		return l->absent ? 0 : -1;
 	l->d = calloc(1, sizeof(*l->d));
 	assert_int_equal(kvr_engine_create(&eo, &l->e), 0);
 	l->mem = kvt_alloc_mem(ARENA);
@@ -108,14 +117,12 @@ static int setup(void **state, const char *kind)
 		snprintf(l->path, sizeof(l->path), "%s", kvt_path("limits"));
 		snprintf(uri, sizeof(uri), "file:%s", l->path);
 		assert_int_equal(kvr_store_open(l->e, uri, &so, &l->t), 0);
-	} else if (!strcmp(kind, "tcp")) {
-		assert_int_equal(
-		    kvt_server_start(&l->srv, (const char *[]){"--memory", "512M", NULL}), 0);
-		assert_int_equal(kvr_connect(l->e, l->srv.uri, NULL, &l->t), 0);
-		l->remote = true;
-	} else if (kvr_connect(l->e, uri, NULL, &l->t)) {
-		print_error("kvr_connect %s: %s\n", uri, kvr_engine_errmsg(l->e));
-		return -1;
+	} else {
+		server_up(l, &l->srv, NULL, NULL, uri, sizeof(uri));
+		if (kvr_connect(l->e, uri, NULL, &l->t)) {
+			print_error("kvr_connect %s: %s\n", uri, kvr_engine_errmsg(l->e));
+			return -1;
+		}
 	}
 	return 0;
 }
@@ -381,6 +388,55 @@ static void messages(void **state)
 		assert_int_equal(l->d->results[i], (int64_t)sizes[i / NS]);
 }
 
+/*
+ * The shared secret of kvr_connect (remote kinds): 4096 bytes prove
+ * themselves to a server holding them (every byte counts: one changed is
+ * refused); 4097, or none of a secret that is set, are refused at connect.
+ */
+static void secrets(void **state)
+{
+	struct lim *l = lim_of(state);
+	static uint8_t secret[4097];
+	struct kvr_connect_opts co = {.size = sizeof(co), .secret = secret, .secret_len = 4097};
+	const char *path = kvt_path("secret");
+	kvr_sge sg = {l->mem, 8192};
+	kvr_obj o = {"secret", 6, &sg, 1};
+	struct kvt_server s;
+	kvr_target *t = NULL, *keep = l->t;
+	char uri[600];
+	FILE *f;
+
+	for (size_t i = 0; i < sizeof(secret); i++)
+		secret[i] = (uint8_t)('a' + i % 26);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	assert_int_equal(fwrite(secret, 1, 4096, f), 4096);
+	assert_int_equal(fclose(f), 0);
+	server_up(l, &s, "--auth-file", path, uri, sizeof(uri));
+	assert_int_equal(kvr_connect(l->e, uri, &co, &t), -EINVAL);
+	co.secret_len = 0;
+	assert_int_equal(kvr_connect(l->e, uri, &co, &t), -EINVAL);
+	assert_null(t);
+	co.secret_len = 4096;
+	assert_int_equal(kvr_connect(l->e, uri, &co, &l->t), 0);
+	kvt_fill(l->mem, 8192, 6);
+	assert_int_equal(run(l, KVR_OP_PUT, &o, 1), 0);
+	assert_int_equal(l->d->results[0], 8192);
+	memset(l->mem, 0, 8192);
+	assert_int_equal(run(l, KVR_OP_GET, &o, 1), 0);
+	assert_int_equal(l->d->results[0], 8192);
+	assert_true(kvt_check(l->mem, 8192, 6));
+	assert_int_equal(kvr_target_close(l->t), 0);
+	secret[4095] ^= 1;
+	assert_int_equal(kvr_connect(l->e, uri, &co, &l->t), 0);
+	assert_int_equal(run(l, KVR_OP_GET, &o, 1), 0);
+	assert_int_equal(l->d->results[0], -EACCES);
+	assert_int_equal(kvr_target_close(l->t), 0);
+	l->t = keep;
+	assert_int_equal(kvt_server_stop(&s), 0);
+	kvt_unlink(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -389,10 +445,7 @@ int main(void)
 #define KIND(s)                                                                                    \
 	TEST(keys, s), TEST(sges, s), TEST(batches, s), TEST(empty_and_short, s),                  \
 	    TEST(regions, s), TEST(messages, s)
-	    KIND(mem),
-	    KIND(file),
-	    KIND(tcp),
-	    KIND(rdma),
+	    KIND(mem), KIND(file), KIND(tcp), TEST(secrets, tcp), KIND(rdma), TEST(secrets, rdma),
 #undef KIND
 #undef TEST
 	};
