@@ -96,6 +96,7 @@ static int setup(void **state, const char *kind)
 	struct lim *l = calloc(1, sizeof(*l));
 	struct kvr_engine_opts eo = {.size = sizeof(eo), .max_objects = MAX_OBJS};
 	char uri[600];
+	int rc;
 
 	*state = l;
 	l->remote = !strcmp(kind, "tcp") || !strcmp(kind, "rdma");
@@ -116,7 +117,11 @@ static int setup(void **state, const char *kind)
 
 		snprintf(l->path, sizeof(l->path), "%s", kvt_path("limits"));
 		snprintf(uri, sizeof(uri), "file:%s", l->path);
-		assert_int_equal(kvr_store_open(l->e, uri, &so, &l->t), 0);
+		if ((rc = kvr_store_open(l->e, uri, &so, &l->t))) {
+			print_error("kvr_store_open %s: %s (%s)\n", uri, kvr_strerror(rc),
+				    kvr_engine_errmsg(l->e));
+			return -1;
+		}
 	} else {
 		server_up(l, &l->srv, NULL, NULL, uri, sizeof(uri));
 		if (kvr_connect(l->e, uri, NULL, &l->t)) {
@@ -449,5 +454,7 @@ int main(void)
 #undef KIND
 #undef TEST
 	};
+	if (getenv("KVR_TEST_FILTER")) /* e.g. "*(rdma)": one kind while debugging */
+		cmocka_set_test_filter(getenv("KVR_TEST_FILTER"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
