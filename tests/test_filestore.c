@@ -1,18 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * transport/filestore.c + filelog.c: direct and fallback paths, replace,
- * remove, reopen, checksum failure, log compaction, open errors.
+ * remove, reopen, checksum failure, log compaction, open errors, a format
+ * interrupted by signals.
  */
 #include "fixtures.h"
 #include "engine/engine.h"
 #include "transport/filestore.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <linux/magic.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #define ARENA (32u << 20)
@@ -702,6 +706,50 @@ static void test_failed_format_cleans_up(void **state)
 	unlink(f.path);
 }
 
+static void on_alarm(int sig)
+{
+	(void)sig;
+}
+
+/* A signal every 20 ms while a 512 MiB store is formatted on tmpfs, whose
+ * fallocate on older kernels (the rdma-vm's 6.1) gives up with EINTR on any
+ * pending signal or io_uring task work, as when a ring was closed just
+ * before: the open still succeeds, and the store works. */
+static void test_interrupted_format(void **state)
+{
+	struct sigaction sa = {.sa_handler = on_alarm}, old;
+	struct itimerval on = {{0, 20000}, {0, 20000}}, off = {{0, 0}, {0, 0}};
+	struct statfs sfs;
+	struct fx f;
+	int rc;
+
+	(void)state;
+	if (statfs("/dev/shm", &sfs) || sfs.f_type != TMPFS_MAGIC ||
+	    (uint64_t)sfs.f_bavail * sfs.f_bsize < (1ull << 30)) {
+		print_message("no tmpfs with 1 GiB free at /dev/shm: skipped\n");
+		skip();
+	}
+	f.e = kvt_engine();
+	f.buf = kvt_alloc_mem(ARENA);
+	assert_int_equal(kvr_mem_register(f.e, f.buf, ARENA, 0, &f.mr), 0);
+	snprintf(f.path, sizeof(f.path), "/dev/shm/kvr-fs-eintr.%d", (int)getpid());
+	snprintf(f.uri, sizeof(f.uri), "file:%s", f.path);
+	unlink(f.path);
+	assert_int_equal(sigaction(SIGALRM, &sa, &old), 0); /* no SA_RESTART */
+	assert_int_equal(setitimer(ITIMER_REAL, &on, NULL), 0);
+	rc = open_store(&f, KVR_STORE_TRUNCATE, 512ull << 20);
+	assert_int_equal(setitimer(ITIMER_REAL, &off, NULL), 0);
+	assert_int_equal(sigaction(SIGALRM, &old, NULL), 0);
+	if (rc)
+		fail_msg("open: %s (%s)", kvr_strerror(rc), kvr_engine_errmsg(f.e));
+	kvt_fill(f.buf, 65536, 9);
+	assert_int_equal(op1(&f, KVR_OP_PUT, "eintr", f.buf, 65536), 65536);
+	memset(f.buf, 0, 65536);
+	assert_int_equal(op1(&f, KVR_OP_GET, "eintr", f.buf, 65536), 65536);
+	assert_true(kvt_check(f.buf, 65536, 9));
+	teardown(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -718,6 +766,9 @@ int main(void)
 	    cmocka_unit_test(test_crafted_superblock),
 	    cmocka_unit_test(test_presized_file),
 	    cmocka_unit_test(test_failed_format_cleans_up),
+	    cmocka_unit_test(test_interrupted_format),
 	};
+	if (getenv("KVR_TEST_FILTER")) /* e.g. "*interrupted*": one test while debugging */
+		cmocka_set_test_filter(getenv("KVR_TEST_FILTER"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

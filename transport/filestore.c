@@ -370,6 +370,32 @@ static int super_read(struct filestore *fs, uint64_t size)
 	return found;
 }
 
+/* fallocate [0, len), asked again where it was interrupted: tmpfs on older
+ * kernels (the rdma-vm's 6.1 among them; newer ones stop for fatal signals
+ * only) gives up with EINTR, undoing what that call did, whenever the task
+ * has a signal or task work pending, io_uring's own included (a ring just
+ * closed is torn down by a kernel worker that then queues work to this
+ * task). After each interruption the rest goes in pieces half as
+ * large (down to 64 KiB), each kept once done, so that signals coming
+ * faster than the whole file can be allocated still let it finish.
+ * Returns 0 or an errno. */
+static int allocate(int fd, uint64_t len)
+{
+	uint64_t off = 0, step = len;
+
+	while (off < len) {
+		uint64_t n = len - off < step ? len - off : step;
+
+		if (fallocate(fd, 0, (off_t)off, (off_t)n) == 0)
+			off += n;
+		else if (errno != EINTR)
+			return errno;
+		else if (step > 64 * 1024)
+			step /= 2;
+	}
+	return 0;
+}
+
 /* Give the file its blocks now, so that a put never meets a full file
  * system. A file that keeps its size is only filled in, never truncated:
  * its blocks may be the very ones its owner set aside. */
@@ -379,8 +405,8 @@ static int size_file(struct filestore *fs, uint64_t total, bool keep)
 
 	if (!keep && ftruncate(fs->fd, 0))
 		err = errno;
-	else if (fallocate(fs->fd, 0, 0, (off_t)total))
-		err = errno;
+	else
+		err = allocate(fs->fd, total);
 	if (err == EOPNOTSUPP) /* then sparse: blocks are found as they are written */
 		err = keep || !ftruncate(fs->fd, (off_t)total) ? 0 : errno;
 	if (err)
