@@ -38,6 +38,7 @@ struct cfg {
 	size_t secret_len;
 	uint32_t threads;
 	uint32_t max_conns;
+	uint32_t idle_timeout_ms;
 	int log_level;
 };
 
@@ -78,6 +79,10 @@ static void usage(FILE *f)
 		   "                            file's bytes, trailing newline stripped)\n"
 		   "  --threads N               engines (shards), default 1\n"
 		   "  --max-conns N             connections per thread (default 1024)\n"
+		   "  --idle-timeout MS         close a connection stuck in its handshake or\n"
+		   "                            mid-frame this long (plus its payload at\n"
+		   "                            64 MiB/s); a full table reclaims connections\n"
+		   "                            idle this long (default 30000)\n"
 		   "  --log-level LEVEL         error, warn, info (default) or debug\n"
 		   "  --help\n"
 		   "SIZE takes a K, M, G or T suffix (powers of 1024).\n");
@@ -147,6 +152,7 @@ static void parse_args(int argc, char **argv)
 	    {"auth-file", required_argument, NULL, 'a'},
 	    {"threads", required_argument, NULL, 't'},
 	    {"max-conns", required_argument, NULL, 'c'},
+	    {"idle-timeout", required_argument, NULL, 'i'},
 	    {"log-level", required_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
@@ -187,6 +193,10 @@ static void parse_args(int argc, char **argv)
 			break;
 		case 'c':
 			cfg.max_conns = parse_count("bad --max-conns '%s'", optarg, 1u << 20);
+			break;
+		case 'i':
+			cfg.idle_timeout_ms = parse_count(
+			    "bad --idle-timeout '%s' (1..86400000 ms)", optarg, 86400000u);
 			break;
 		case 'v':
 			if (!strcmp(optarg, "error"))
@@ -291,6 +301,7 @@ static void *shard_main(void *arg)
 	rc = open_stores(sh, &mem, &file);
 	if (!rc) {
 		so.max_conns = cfg.max_conns;
+		so.idle_timeout_ms = cfg.idle_timeout_ms;
 		so.secret = cfg.secret;
 		so.secret_len = cfg.secret_len;
 		so.spill = file;
