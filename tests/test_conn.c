@@ -633,6 +633,68 @@ static void client_shards_bounded(void **state)
 	free(d);
 }
 
+/*
+ * A server that closes the connection in an orderly way before it answers
+ * the HELLO (kvring-server does so when its connection table is full) has
+ * refused the client: the request waiting for the handshake fails at once,
+ * not at its deadline, and the node connects again after its backoff
+ * rather than waiting, connectionless, for a handshake that never comes.
+ */
+static void client_refused_in_handshake(void **state)
+{
+	struct kvr_connect_opts co = {.size = sizeof(co),
+				      .conns = 1,
+				      .timeout_ms = 10000,
+				      .connect_timeout_ms = 5000,
+				      .retry_ms = 10};
+	struct kvt_done *d = calloc(1, sizeof(*d));
+	kvr_obj ob = {"refused", 7, NULL, 0};
+	uint8_t body[KVR_PROTO_MAX_HELLO];
+	struct tcp_cluster *cl;
+	struct kvr_frame fr;
+	struct fake f;
+	kvr_target *t;
+	uint64_t t0;
+	int fd, fd2;
+
+	(void)state;
+	fake_listen(&f);
+	assert_int_equal(kvr_connect(f.e, f.uri, &co, &t), 0);
+	cl = (struct tcp_cluster *)t;
+	assert_int_equal(kvr_exists(t, &ob, 1, kvt_batch_cb, d), 0);
+	fd = fake_accept(&f);
+	/* the HELLO read first, so that the close is a FIN, not a reset */
+	fake_request(&f, fd, &fr, body, sizeof(body));
+	assert_int_equal(fr.opcode, KVR_PROTO_OP_HELLO);
+	t0 = kvr_now_ns();
+	assert_int_equal(shutdown(fd, SHUT_WR), 0);
+	assert_int_equal(kvt_wait(f.e, d, 10000), 1);
+	assert_true(kvr_now_ns() - t0 < 2000000000ull);
+	assert_int_equal(d->results[0], -ECONNRESET);
+	assert_int_equal(cl->nodes[0].state, NODE_DOWN);
+	/* once the backoff is over, the next request connects again */
+	while (kvr_now_ns() < cl->nodes[0].retry_ns)
+		assert_true(kvr_engine_poll(f.e, 1) >= 0);
+	memset(d, 0, sizeof(*d));
+	assert_int_equal(kvr_exists(t, &ob, 1, kvt_batch_cb, d), 0);
+	fd2 = fake_accept(&f);
+	fake_hello(&f, fd2, 1);
+	fake_request(&f, fd2, &fr, body, sizeof(body));
+	assert_int_equal(fr.opcode, KVR_PROTO_OP_EXISTS);
+	fr = (struct kvr_frame){.opcode = KVR_PROTO_OP_EXISTS,
+				.flags = KVR_PROTO_F_RESPONSE,
+				.id = fr.id,
+				.status = -ENOENT};
+	fake_send(fd2, &fr, NULL, 0);
+	assert_int_equal(kvt_wait(f.e, d, 5000), 1);
+	assert_int_equal(d->results[0], -ENOENT);
+	assert_int_equal(kvr_target_close(t), 0);
+	close(fd);
+	close(fd2);
+	fake_close(&f);
+	free(d);
+}
+
 /* A connection of t's only node other than tc. */
 static struct tcp_conn *other_conn(kvr_target *t, const struct tcp_conn *tc)
 {
@@ -804,6 +866,7 @@ int main(void)
 	    cmocka_unit_test(unsend),
 	    cmocka_unit_test(bad_header_and_cut),
 	    cmocka_unit_test(client_shards_bounded),
+	    cmocka_unit_test(client_refused_in_handshake),
 	    cmocka_unit_test(client_payload_owner),
 	    cmocka_unit_test(client_deadline_keeps_node),
 	};

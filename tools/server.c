@@ -39,6 +39,7 @@ struct cfg {
 	uint32_t threads;
 	uint32_t max_conns;
 	uint64_t max_object;
+	uint32_t idle_timeout_ms;
 	int log_level;
 };
 
@@ -81,6 +82,10 @@ static void usage(FILE *f)
 		   "  --max-conns N             connections per thread (default 1024)\n"
 		   "  --max-object SIZE         largest object a put may store (default and\n"
 		   "                            cap: a quarter of a thread's memory)\n"
+		   "  --idle-timeout MS         close a connection stuck in its handshake or\n"
+		   "                            mid-frame this long (plus its payload at\n"
+		   "                            64 MiB/s); a full table reclaims connections\n"
+		   "                            idle this long (default 30000)\n"
 		   "  --log-level LEVEL         error, warn, info (default) or debug\n"
 		   "  --help\n"
 		   "SIZE takes a K, M, G or T suffix (powers of 1024).\n");
@@ -151,6 +156,7 @@ static void parse_args(int argc, char **argv)
 	    {"threads", required_argument, NULL, 't'},
 	    {"max-conns", required_argument, NULL, 'c'},
 	    {"max-object", required_argument, NULL, 'o'},
+	    {"idle-timeout", required_argument, NULL, 'i'},
 	    {"log-level", required_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
@@ -194,6 +200,10 @@ static void parse_args(int argc, char **argv)
 			break;
 		case 'o':
 			cfg.max_object = parse_size_opt("bad --max-object size '%s'", optarg);
+			break;
+		case 'i':
+			cfg.idle_timeout_ms = parse_count(
+			    "bad --idle-timeout '%s' (1..86400000 ms)", optarg, 86400000u);
 			break;
 		case 'v':
 			if (!strcmp(optarg, "error"))
@@ -299,6 +309,7 @@ static void *shard_main(void *arg)
 	if (!rc) {
 		so.max_conns = cfg.max_conns;
 		so.max_object = cfg.max_object;
+		so.idle_timeout_ms = cfg.idle_timeout_ms;
 		so.secret = cfg.secret;
 		so.secret_len = cfg.secret_len;
 		so.spill = file;

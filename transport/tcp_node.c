@@ -436,6 +436,12 @@ static void on_close(struct kvr_conn *c, int err)
 	/* Before anything completes: the server must not touch the memory of
 	 * the requests that fail below. */
 	tcp_rdma_close(tc, why);
+	/* An orderly close by the server before the handshake ended is a
+	 * refusal (a full connection table closes at once): the node is down
+	 * too. Left connecting with no connection, it would hold every request
+	 * of the node until its deadline and never connect again. */
+	if (!err && !cl->closing && tc->state != CONN_READY)
+		err = why;
 	if (err && !canceled && !cl->closing)
 		tcp_node_down(n, err);
 	fail_list(&tc->wait, why);
