@@ -161,6 +161,13 @@ void srv_rdma_fetch(struct srv_req *r)
 	}
 	m = held_msg(r);
 	r->pend.nwr = pieces(&m, r->sgx.len, ch->d->max_msg);
+	if (r->pend.nwr > ch->sq_cap) {
+		/* More READs than the send queue holds: it could never start
+		 * (objects over sq_cap * max_msg, 8 GiB on rxe). */
+		srv_release_park(r->c->s, r);
+		srv_respond(r, -EFBIG, NULL, 0);
+		return;
+	}
 	r->pend.slot = false;
 	r->pend.run = fetch_run;
 	r->pend.drop = pend_drop;
@@ -234,6 +241,11 @@ void srv_rdma_respond(struct srv_req *r, const struct kvr_frame *f, const struct
 		struct kvr_rmsg m = held_msg(r);
 
 		nwr += pieces(&m, r->out_len, ch->d->max_msg);
+		if (nwr > ch->sq_cap) { /* as for a PUT: it could never start */
+			r->status = -EMSGSIZE;
+			r->out_len = 0;
+			nwr = 1;
+		}
 	} else if (r->out_len > KVR_RMSG_INLINE) {
 		r->status = -EMSGSIZE; /* a STATS body over the inline limit */
 		r->out_len = 0;
