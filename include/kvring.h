@@ -379,7 +379,8 @@ struct kvr_connect_opts {
  * Open a remote target: a cluster of kvring-server nodes.
  * `uri` is "tcp://HOST:PORT[,HOST:PORT...]" (HOST a name, an IPv4 address
  * or a bracketed IPv6 address; names are resolved once, here, so this call
- * may block on DNS). Keys map to nodes by rendezvous hashing; with
+ * may block on DNS), or "rdma://HOST:PORT[,...][?dev=NAME&gid=N]" for the
+ * same cluster over RDMA verbs (docs/rdma.md, its limits too). Keys map to nodes by rendezvous hashing; with
  * `replicas` R a put writes R copies on the first R usable nodes of the
  * key's ranking, replacing a failed node by the next one (its result is
  * success when at least one copy was stored), and a remove goes to R nodes.
