@@ -409,17 +409,20 @@ KVR_EXPORT int kvr_server_addr(kvr_server *s, char *buf, size_t len)
 KVR_EXPORT int kvr_server_stats_json(kvr_server *s, char *buf, size_t len)
 {
 	const struct kvr_store *ms;
+	struct kvr_stats st = {.size = sizeof(st)};
 	int n;
 
 	if (!s || !buf || !len)
 		return -EINVAL;
 	ms = s->ms;
+	kvr_target_stats(&s->ms->t, &st); /* the pool's progress */
 	n = snprintf(buf, len,
 		     "{\"objects\":%llu,\"used_bytes\":%llu,\"capacity_bytes\":%llu,"
 		     "\"conns\":%u,\"puts\":%llu,\"gets\":%llu,\"hits\":%llu,\"misses\":%llu,"
 		     "\"evictions\":%llu,\"spilled\":%llu,\"spill_hits\":%llu,"
 		     "\"spill_errors\":%llu,\"parked_bytes\":%llu,"
-		     "\"bytes_in\":%llu,\"bytes_out\":%llu,\"shard\":%u,\"shards\":%u}",
+		     "\"bytes_in\":%llu,\"bytes_out\":%llu,\"shard\":%u,\"shards\":%u,"
+		     "\"pool_bytes\":%llu,\"pool_bytes_ready\":%llu}",
 		     (unsigned long long)ms->ix.count, (unsigned long long)ms->al.used,
 		     (unsigned long long)ms->al.capacity, s->nconns, (unsigned long long)s->n.puts,
 		     (unsigned long long)s->n.gets, (unsigned long long)s->n.hits,
@@ -427,7 +430,8 @@ KVR_EXPORT int kvr_server_stats_json(kvr_server *s, char *buf, size_t len)
 		     (unsigned long long)s->n.spilled, (unsigned long long)s->n.spill_hits,
 		     (unsigned long long)s->n.spill_errors, (unsigned long long)s->parked_bytes,
 		     (unsigned long long)s->n.bytes_in, (unsigned long long)s->n.bytes_out,
-		     s->shard, s->shards);
+		     s->shard, s->shards, (unsigned long long)st.pool_bytes,
+		     (unsigned long long)st.pool_bytes_ready);
 	if (n < 0)
 		return -EINVAL;
 	return (size_t)n < len ? n : (int)len - 1;
