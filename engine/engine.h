@@ -92,13 +92,20 @@ struct kvr_sgx {
 	struct kvr_mr *mr;
 };
 
+/* Marks a table slot reserved for a piece that is not pinned yet (see
+ * kvr_mem_register_deferred); table slots stay below it (at most 16384). */
+#define KVR_SLOT_UNPINNED 0x8000u
+
 /* Fixed-buffer slot covering addr (inside mr), or -1 for the plain path. The
  * piece [addr, addr+n) must not cross kvr_fixed_end(). */
 static inline int kvr_mr_slot(const struct kvr_mr *mr, const void *addr)
 {
+	uint16_t slot;
+
 	if (!mr->nfixed)
 		return -1;
-	return mr->slot[((uintptr_t)addr - mr->base) / KVR_FIXED_MAX];
+	slot = mr->slot[((uintptr_t)addr - mr->base) / KVR_FIXED_MAX];
+	return slot & KVR_SLOT_UNPINNED ? -1 : slot;
 }
 
 /* First address after addr where the fixed-buffer entry changes. */
@@ -109,6 +116,21 @@ static inline uintptr_t kvr_fixed_end(const struct kvr_mr *mr, const void *addr)
 
 	return end < mr->base + mr->len ? end : mr->base + mr->len;
 }
+
+/*
+ * Register host memory without pinning it: its fixed-buffer slots are
+ * reserved now (so the table cannot run out later) and every piece takes the
+ * plain path until kvr_mr_pin_piece() fills its slot. For a pool that is
+ * faulted in the background and must be usable at once. Errors as
+ * kvr_mem_register() (but never the pinning ones). Engine thread only.
+ */
+int kvr_mem_register_deferred(kvr_engine *e, void *addr, size_t len, kvr_mr **out);
+/* Pin piece i (bytes [i * KVR_FIXED_MAX, ...) of a region registered with
+ * kvr_mem_register_deferred) into its reserved slot. 0 (also when the piece
+ * is pinned already, or the region has no slots: the table is unsupported),
+ * or the registration's negative errno: the piece stays on the plain path.
+ * Engine thread only (io_uring_register on the engine's ring). */
+int kvr_mr_pin_piece(kvr_engine *e, struct kvr_mr *mr, uint32_t i);
 
 /* Region holding [addr, addr+len), or NULL. O(log regions). */
 struct kvr_mr *kvr_mr_find(kvr_engine *e, const void *addr, size_t len);

@@ -2,7 +2,9 @@
 /*
  * Registered memory: regions sorted by address (binary search per SGE), each
  * host region mapped onto io_uring fixed-buffer slots of at most 1 GiB in a
- * sparse table updated at run time.
+ * sparse table updated at run time. A deferred region takes its slots at
+ * once and has them filled piece by piece later, as its owner faults the
+ * memory in (the memory store's background faulting).
  */
 #include "engine/engine.h"
 
@@ -102,8 +104,11 @@ static void release_slots(kvr_engine *e, struct kvr_mr *mr, uint32_t n)
 		struct iovec iov = {NULL, 0};
 		__u64 tag = 0;
 
-		io_uring_register_buffers_update_tag(&e->ring, mr->slot[i], &iov, &tag, 1);
-		e->free_slots[e->nfree_slots++] = mr->slot[i];
+		uint16_t slot = mr->slot[i] & (uint16_t)~KVR_SLOT_UNPINNED;
+
+		if (!(mr->slot[i] & KVR_SLOT_UNPINNED))
+			io_uring_register_buffers_update_tag(&e->ring, slot, &iov, &tag, 1);
+		e->free_slots[e->nfree_slots++] = slot;
 	}
 }
 
@@ -123,19 +128,27 @@ static int memlock_error(kvr_engine *e, size_t len)
 	return -ENOMEM;
 }
 
+/* Fill slot with piece i of mr (which faults and pins its pages). */
+static int pin_piece(kvr_engine *e, struct kvr_mr *mr, uint32_t i, uint16_t slot)
+{
+	uintptr_t off = (uintptr_t)i * KVR_FIXED_MAX;
+	struct iovec iov = {(void *)(mr->base + off),
+			    mr->len - off < KVR_FIXED_MAX ? mr->len - off : KVR_FIXED_MAX};
+	__u64 tag = 0;
+	int rc = io_uring_register_buffers_update_tag(&e->ring, slot, &iov, &tag, 1);
+
+	return rc < 0 ? rc : 0;
+}
+
 /* Fill the region's fixed-buffer slots; on failure, undo and say why. */
 static int map_fixed(kvr_engine *e, struct kvr_mr *mr, uint32_t n)
 {
 	for (uint32_t i = 0; i < n; i++) {
-		uintptr_t off = (uintptr_t)i * KVR_FIXED_MAX;
-		struct iovec iov = {(void *)(mr->base + off),
-				    mr->len - off < KVR_FIXED_MAX ? mr->len - off : KVR_FIXED_MAX};
-		__u64 tag = 0;
 		uint16_t slot = e->free_slots[--e->nfree_slots];
 		int rc;
 
 		mr->slot[i] = slot;
-		rc = io_uring_register_buffers_update_tag(&e->ring, slot, &iov, &tag, 1);
+		rc = pin_piece(e, mr, i, slot);
 		if (rc < 0) {
 			e->free_slots[e->nfree_slots++] = slot;
 			release_slots(e, mr, i);
@@ -144,6 +157,28 @@ static int map_fixed(kvr_engine *e, struct kvr_mr *mr, uint32_t n)
 	}
 	mr->nfixed = n;
 	return 0;
+}
+
+/* Take the region's slots now and leave them empty (kvr_mr_pin_piece). */
+static void reserve_fixed(kvr_engine *e, struct kvr_mr *mr, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		mr->slot[i] = e->free_slots[--e->nfree_slots] | KVR_SLOT_UNPINNED;
+	mr->nfixed = n;
+}
+
+int kvr_mr_pin_piece(kvr_engine *e, struct kvr_mr *mr, uint32_t i)
+{
+	uint16_t slot;
+	int rc;
+
+	if (i >= mr->nfixed || !(mr->slot[i] & KVR_SLOT_UNPINNED))
+		return 0;
+	slot = mr->slot[i] & (uint16_t)~KVR_SLOT_UNPINNED;
+	rc = pin_piece(e, mr, i, slot);
+	if (!rc)
+		mr->slot[i] = slot;
+	return rc;
 }
 
 /* The kernel refuses to pin file-backed pages with the same -EFAULT it gives
@@ -219,19 +254,16 @@ void kvr_mem_unlisten(kvr_engine *e, struct kvr_mem_listener *l)
 	}
 }
 
-KVR_EXPORT int kvr_mem_register(kvr_engine *e, void *addr, size_t len, unsigned flags, kvr_mr **out)
+/* kvr_mem_register's work once the arguments are checked; with `defer`,
+ * host memory gets its slots reserved instead of pinned. */
+static int mem_register(kvr_engine *e, void *addr, size_t len, unsigned flags, bool defer,
+			kvr_mr **out)
 {
 	uintptr_t a = (uintptr_t)addr;
 	struct kvr_mr *mr;
 	uint32_t n, i;
 	int rc;
 
-	if (!e || !addr || !len || !out || a + len < a)
-		return -EINVAL;
-	e->errmsg[0] = 0; /* a message explains this call's failure only */
-	if (flags & ~(unsigned)(KVR_MEM_CUDA | KVR_MEM_CUDA_PINNED | KVR_MEM_NO_PIN) ||
-	    (flags & KVR_MEM_CUDA && flags & (KVR_MEM_CUDA_PINNED | KVR_MEM_NO_PIN)))
-		return -EINVAL;
 	if (flags & (KVR_MEM_CUDA | KVR_MEM_CUDA_PINNED) && !e->devmem) {
 		rc = kvr_devmem_attach(e);
 		if (rc)
@@ -279,6 +311,8 @@ KVR_EXPORT int kvr_mem_register(kvr_engine *e, void *addr, size_t len, unsigned 
 			free(mr);
 			return -ENOSPC;
 		}
+	} else if (defer) {
+		reserve_fixed(e, mr, n);
 	} else {
 		rc = map_fixed(e, mr, n);
 		if (rc == -ENOMEM || rc == -EAGAIN) {
@@ -318,6 +352,29 @@ KVR_EXPORT int kvr_mem_register(kvr_engine *e, void *addr, size_t len, unsigned 
 	e->nregions++;
 	*out = mr;
 	return 0;
+}
+
+KVR_EXPORT int kvr_mem_register(kvr_engine *e, void *addr, size_t len, unsigned flags, kvr_mr **out)
+{
+	uintptr_t a = (uintptr_t)addr;
+
+	if (!e || !addr || !len || !out || a + len < a)
+		return -EINVAL;
+	e->errmsg[0] = 0; /* a message explains this call's failure only */
+	if (flags & ~(unsigned)(KVR_MEM_CUDA | KVR_MEM_CUDA_PINNED | KVR_MEM_NO_PIN) ||
+	    (flags & KVR_MEM_CUDA && flags & (KVR_MEM_CUDA_PINNED | KVR_MEM_NO_PIN)))
+		return -EINVAL;
+	return mem_register(e, addr, len, flags, false, out);
+}
+
+int kvr_mem_register_deferred(kvr_engine *e, void *addr, size_t len, kvr_mr **out)
+{
+	uintptr_t a = (uintptr_t)addr;
+
+	if (!e || !addr || !len || !out || a + len < a)
+		return -EINVAL;
+	e->errmsg[0] = 0;
+	return mem_register(e, addr, len, KVR_MEM_HOST, true, out);
 }
 
 KVR_EXPORT int kvr_mem_deregister(kvr_engine *e, kvr_mr *mr)

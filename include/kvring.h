@@ -216,6 +216,11 @@ struct kvr_stats {
 	uint64_t used_bytes;		      /* target: bytes of capacity in use now */
 	uint64_t capacity_bytes;	      /* target: capacity */
 	uint64_t lat_us[KVR_LAT_BUCKETS];     /* per-object latency histogram */
+	uint64_t pool_bytes;		      /* memory store: its pool's size */
+	uint64_t pool_bytes_ready;	      /* ... bytes of it faulted in (and pinned
+						 as fixed buffers where the table has
+						 room): less than pool_bytes only while
+						 KVR_STORE_BACKGROUND_FAULT works */
 };
 
 /** Copy the engine's counters into *out (at most out->size bytes, out->size
@@ -300,6 +305,16 @@ enum {
 	/** file store: write with RWF_DSYNC so a completed put survives power loss
 	 *  (a completed put always survives a crash of the process). */
 	KVR_STORE_DSYNC = 1u << 3,
+	/** mem: open at once and fault the pool in (then pin it as fixed
+	 *  buffers, 1 GiB at a time) in the background, instead of before
+	 *  kvr_store_open() returns (which takes seconds per GiB on a fresh
+	 *  machine). The whole pool is usable meanwhile; a page the store
+	 *  writes before the faulting reached it is faulted by that write, and
+	 *  I/O on a part not pinned yet takes the plain path. Progress:
+	 *  pool_bytes_ready in kvr_target_stats(), and INFO log lines. A
+	 *  thread of the store's own does the faulting; it is joined by
+	 *  kvr_target_close(). Ignored by file stores. */
+	KVR_STORE_BACKGROUND_FAULT = 1u << 4,
 };
 
 /** Store options; zero-initialise and set size, as for the engine. */
@@ -313,12 +328,17 @@ struct kvr_store_opts {
 				a missing or empty file). mem: overrides SIZE */
 	uint32_t timeout_ms; /* default deadline of this target's batches
 				(default: the engine's) */
+	uint64_t fault_rate; /* mem: with KVR_STORE_BACKGROUND_FAULT, bytes per
+				second to fault at most (default 0: as fast as
+				the machine goes) */
 };
 
 /**
  * Open a local store. `uri` is one of
  *   "mem:SIZE"   a memory pool of SIZE bytes (suffix K, M, G allowed), huge
- *                pages when available, registered with the engine;
+ *                pages when available, registered with the engine (faulted
+ *                in and pinned before this returns, unless
+ *                KVR_STORE_BACKGROUND_FAULT);
  *   "file:PATH"  a file or block device driven with O_DIRECT. An existing
  *                store is reopened (its objects are found again after a clean
  *                close or a crash). A missing or empty file (or one whose

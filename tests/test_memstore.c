@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
-/* transport/memstore.c: every op, replace, eviction, checksum failure. */
+/* transport/memstore.c: every op, replace, eviction, checksum failure, and
+ * the pool faulted in the background (KVR_STORE_BACKGROUND_FAULT). */
 #include "fixtures.h"
 #include "engine/engine.h"
 #include "transport/store.h"
 
 #include <string.h>
+#include <time.h>
 
 #define ARENA (16u << 20)
 
@@ -168,6 +170,135 @@ static void test_checksum_failure(void **state)
 	teardown(&f);
 }
 
+static struct kvr_stats tstats(struct fx *f)
+{
+	struct kvr_stats st = {.size = sizeof(st)};
+
+	assert_int_equal(kvr_target_stats(f->t, &st), 0);
+	return st;
+}
+
+/* A memory store with KVR_STORE_BACKGROUND_FAULT at `rate` bytes per second. */
+static struct fx setup_bg(const char *uri, uint64_t rate)
+{
+	struct fx f;
+	struct kvr_store_opts so = {
+	    .size = sizeof(so), .flags = KVR_STORE_BACKGROUND_FAULT, .fault_rate = rate};
+
+	f.e = kvt_engine();
+	f.buf = kvt_alloc_mem(ARENA);
+	assert_int_equal(kvr_mem_register(f.e, f.buf, ARENA, 0, &f.mr), 0);
+	assert_int_equal(kvr_store_open(f.e, uri, &so, &f.t), 0);
+	return f;
+}
+
+#define BG_OBJ (1u << 20)
+
+/* Put object i (BG_OBJ bytes of kvt_fill(seed)) and read it back. */
+static void bg_put(struct fx *f, int i, uint64_t seed)
+{
+	char key[16];
+
+	snprintf(key, sizeof(key), "o%d", i);
+	kvt_fill(f->buf, BG_OBJ, seed);
+	assert_int_equal(op1(f, KVR_OP_PUT, key, f->buf, BG_OBJ), BG_OBJ);
+}
+
+static void bg_check(struct fx *f, int i, uint64_t seed)
+{
+	char key[16];
+	uint8_t *dst = f->buf + (8u << 20);
+
+	snprintf(key, sizeof(key), "o%d", i);
+	memset(dst, 0, BG_OBJ);
+	assert_int_equal(op1(f, KVR_OP_GET, key, dst, BG_OBJ), BG_OBJ);
+	assert_true(kvt_check(dst, BG_OBJ, seed));
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * The store serves at once, before its pool is faulted in or pinned: objects
+ * stored all over the pool meanwhile, and after, keep every byte; the pool
+ * becomes a fixed buffer once it is all faulted in, and stats say how far
+ * it got. Deterministic: `ready` only moves in the loop's progress timer, so
+ * before the first poll it is 0, and the rate (32 MiB/s for 64 MiB) keeps
+ * the faulting going for 2 s at least.
+ */
+static void test_background_fault(void **state)
+{
+	struct fx f = setup("mem:4M", 0);
+	struct kvr_stats st = tstats(&f);
+	uint64_t end;
+
+	/* without the flag: faulted and pinned before the open returned */
+	assert_int_equal(st.pool_bytes, 4u << 20);
+	assert_int_equal(st.pool_bytes_ready, 4u << 20);
+	teardown(&f);
+
+	f = setup_bg("mem:64M", 32u << 20);
+	struct kvr_store *s = kvr_store_of(f.t);
+	struct kvr_mr *pool = kvr_mr_find(f.e, s->base, 1);
+
+	assert_non_null(pool);
+	st = tstats(&f);
+	assert_int_equal(st.pool_bytes, 64u << 20);
+	assert_int_equal(st.pool_bytes_ready, 0);
+	assert_int_equal(st.capacity_bytes, 64u << 20); /* all of it usable now */
+	assert_int_equal(kvr_mr_slot(pool, s->base), -1);
+	/* 48 MiB: most of the pool, far ahead of the faulting */
+	for (int i = 0; i < 48; i++)
+		bg_put(&f, i, 100 + (uint64_t)i);
+	for (int i = 0; i < 48; i++)
+		bg_check(&f, i, 100 + (uint64_t)i);
+	st = tstats(&f);
+	assert_true(st.pool_bytes_ready < st.pool_bytes);
+	assert_int_equal(kvr_mr_slot(pool, s->base), -1);
+
+	end = mono_ms() + 60000;
+	while (tstats(&f).pool_bytes_ready < (64u << 20) && mono_ms() < end)
+		assert_true(kvr_engine_poll(f.e, 50) >= 0);
+	assert_int_equal(tstats(&f).pool_bytes_ready, 64u << 20);
+	assert_true(kvr_mr_slot(pool, s->base) >= 0);
+	for (int i = 0; i < 48; i++)
+		bg_check(&f, i, 100 + (uint64_t)i);
+	/* replace some, add more (evicting the oldest): still exact */
+	for (int i = 0; i < 16; i++)
+		bg_put(&f, i, 200 + (uint64_t)i);
+	for (int i = 48; i < 64; i++)
+		bg_put(&f, i, 100 + (uint64_t)i);
+	for (int i = 0; i < 16; i++)
+		bg_check(&f, i, 200 + (uint64_t)i);
+	for (int i = 48; i < 64; i++)
+		bg_check(&f, i, 100 + (uint64_t)i);
+	teardown(&f);
+}
+
+/* Closing a store, or destroying its engine, while the faulting is under
+ * way stops and joins the thread and frees everything (ASan checks). */
+static void test_close_while_faulting(void **state)
+{
+	struct fx f = setup_bg("mem:256M", 16u << 20); /* 16 s to finish */
+	struct kvr_store_opts so = {
+	    .size = sizeof(so), .flags = KVR_STORE_BACKGROUND_FAULT, .fault_rate = 16u << 20};
+	kvr_target *t2 = NULL;
+
+	assert_int_equal(kvr_store_open(f.e, "mem:256M", &so, &t2), 0);
+	bg_put(&f, 1, 7);
+	assert_true(kvr_engine_poll(f.e, 150) >= 0); /* let the timer run once */
+	bg_check(&f, 1, 7);
+	assert_true(tstats(&f).pool_bytes_ready < (256u << 20));
+	assert_int_equal(kvr_target_close(f.t), 0);
+	/* t2 is closed by the engine's destruction */
+	teardown(&f);
+}
+
 static void test_bad_uris(void **state)
 {
 	kvr_engine *e = kvt_engine();
@@ -202,6 +333,7 @@ int main(void)
 	    cmocka_unit_test(test_roundtrip),	     cmocka_unit_test(test_replace),
 	    cmocka_unit_test(test_eviction_lru),     cmocka_unit_test(test_no_evict),
 	    cmocka_unit_test(test_checksum_failure), cmocka_unit_test(test_bad_uris),
+	    cmocka_unit_test(test_background_fault), cmocka_unit_test(test_close_while_faulting),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

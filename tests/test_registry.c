@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* engine/registry.c: lookup, splitting, -EBUSY, the RLIMIT_MEMLOCK error, and
- * memory listeners. */
+/* engine/registry.c: lookup, splitting, -EBUSY, the RLIMIT_MEMLOCK error,
+ * memory listeners, and deferred pinning. */
 #include "fixtures.h"
 
 #include <sys/mman.h>
@@ -322,6 +322,72 @@ static void test_no_pin_follows_remaps(void **state)
 	kvt_unlink(path);
 }
 
+/* A file put or get of memory in the table; returns its result. */
+static int64_t file_op(kvr_engine *e, kvr_target *t, enum kvr_op op, const char *key, void *m,
+		       size_t len)
+{
+	kvr_sge sge = {m, len};
+	kvr_obj o = {key, strlen(key), &sge, 1};
+	struct kvt_done d = {0};
+
+	assert_int_equal(kvr_submit(t, op, &o, 1, 0, kvt_batch_cb, &d), 0);
+	assert_int_equal(kvt_wait(e, &d, 10000), 1);
+	return d.results[0];
+}
+
+/* kvr_mem_register_deferred: the slot is taken at once and I/O takes the
+ * plain path, exact, until kvr_mr_pin_piece fills it; then the fixed one.
+ * Deregistering gives the slot back either way. */
+static void test_deferred_pin(void **state)
+{
+	kvr_engine *e = kvt_engine();
+	const size_t len = 1 << 20;
+	uint8_t *m = kvt_alloc_mem(len);
+	uint32_t nfree = e->nfree_slots;
+	kvr_mr *mr;
+	kvr_target *t;
+	char uri[600];
+	const char *path = kvt_path("deferred");
+	struct kvr_store_opts so = {
+	    .size = sizeof(so), .flags = KVR_STORE_TRUNCATE, .capacity = 64 << 20};
+	struct kvr_stats st = {.size = sizeof(st)};
+
+	assert_int_equal(kvr_mem_register_deferred(e, m, len, &mr), 0);
+	assert_int_equal(mr->nfixed, 1);
+	assert_int_equal(e->nfree_slots, nfree - 1);
+	assert_int_equal(kvr_mr_slot(mr, m), -1);
+	snprintf(uri, sizeof(uri), "file:%s", path);
+	assert_int_equal(kvr_store_open(e, uri, &so, &t), 0);
+	kvt_fill(m, len, 1);
+	assert_int_equal(file_op(e, t, KVR_OP_PUT, "a", m, len), (int64_t)len);
+	assert_int_equal(kvr_target_stats(t, &st), 0);
+	assert_int_equal(st.fixed_ios, 0);
+	assert_true(st.plain_ios > 0);
+
+	assert_int_equal(kvr_mr_pin_piece(e, mr, 0), 0);
+	assert_true(kvr_mr_slot(mr, m) >= 0);
+	assert_int_equal(kvr_mr_pin_piece(e, mr, 0), 0); /* pinned already */
+	assert_int_equal(kvr_mr_pin_piece(e, mr, 1), 0); /* no such piece */
+	kvt_fill(m, len, 2);
+	assert_int_equal(file_op(e, t, KVR_OP_PUT, "b", m, len), (int64_t)len);
+	memset(m, 0, len);
+	assert_int_equal(file_op(e, t, KVR_OP_GET, "a", m, len), (int64_t)len);
+	assert_true(kvt_check(m, len, 1));
+	assert_int_equal(kvr_target_stats(t, &st), 0);
+	assert_true(st.fixed_ios > 0);
+	assert_int_equal(kvr_target_close(t), 0);
+	assert_int_equal(kvr_mem_deregister(e, mr), 0);
+	assert_int_equal(e->nfree_slots, nfree);
+
+	/* never pinned: the reserved slot comes back as well */
+	assert_int_equal(kvr_mem_register_deferred(e, m, len, &mr), 0);
+	assert_int_equal(kvr_mem_deregister(e, mr), 0);
+	assert_int_equal(e->nfree_slots, nfree);
+	kvr_engine_destroy(e);
+	kvt_free_mem(m, len);
+	kvt_unlink(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -331,6 +397,7 @@ int main(void)
 	    cmocka_unit_test(test_listeners),
 	    cmocka_unit_test(test_busy_until_callback),
 	    cmocka_unit_test(test_no_pin_follows_remaps),
+	    cmocka_unit_test(test_deferred_pin),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -657,6 +657,8 @@ static void print_target_stats(const struct cli *c, const struct kvr_stats *st)
 	    {"plain_ios", st->plain_ios},
 	    {"submits", st->submits},
 	    {"cq_overflows", st->cq_overflows},
+	    {"pool_bytes", st->pool_bytes},
+	    {"pool_bytes_ready", st->pool_bytes_ready},
 	};
 
 	fputs("{\"target\":", stdout);

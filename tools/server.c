@@ -10,6 +10,13 @@
  * and logs to stderr as "TIME LEVEL SHARD MESSAGE". SIGTERM or SIGINT stops
  * it cleanly: requests in flight are answered (up to 5 s), file stores
  * write their index, and the exit status is 0.
+ *
+ * It listens at once, whatever --memory: the pool is faulted in and pinned
+ * in the background (KVR_STORE_BACKGROUND_FAULT) while it already serves,
+ * logging "pool: X of Y ready, T s" and reporting pool_bytes_ready in
+ * STATS. --prefault sync does it all before listening instead (seconds per
+ * GiB on a fresh machine). An rdma:// server still waits for its RDMA
+ * registration of the pool (ibv_reg_mr pins it all) before it listens.
  */
 #include "kvring.h"
 #include "tools/secret_file.h"
@@ -41,6 +48,8 @@ struct cfg {
 	uint64_t max_object;
 	uint32_t idle_timeout_ms;
 	int log_level;
+	bool prefault_sync;
+	uint64_t prefault_rate;
 };
 
 struct shard {
@@ -86,6 +95,13 @@ static void usage(FILE *f)
 		   "                            mid-frame this long (plus its payload at\n"
 		   "                            64 MiB/s); a full table reclaims connections\n"
 		   "                            idle this long (default 30000)\n"
+		   "  --prefault MODE           background (default): listen at once and fault\n"
+		   "                            the pool in (and pin it) while serving, the\n"
+		   "                            progress in the log and in STATS\n"
+		   "                            (pool_bytes_ready); sync: all of it before\n"
+		   "                            listening (seconds per GiB on a fresh machine)\n"
+		   "  --prefault-rate SIZE      background faulting: at most SIZE per second,\n"
+		   "                            split across threads (default: no limit)\n"
 		   "  --log-level LEVEL         error, warn, info (default) or debug\n"
 		   "  --help\n"
 		   "SIZE takes a K, M, G or T suffix (powers of 1024).\n");
@@ -158,6 +174,8 @@ static void parse_args(int argc, char **argv)
 	    {"max-object", required_argument, NULL, 'o'},
 	    {"idle-timeout", required_argument, NULL, 'i'},
 	    {"log-level", required_argument, NULL, 'v'},
+	    {"prefault", required_argument, NULL, 'p'},
+	    {"prefault-rate", required_argument, NULL, 'r'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -218,6 +236,17 @@ static void parse_args(int argc, char **argv)
 				die_usage("bad --log-level '%s' (error, warn, info, debug)",
 					  optarg);
 			break;
+		case 'p':
+			if (!strcmp(optarg, "sync"))
+				cfg.prefault_sync = true;
+			else if (!strcmp(optarg, "background"))
+				cfg.prefault_sync = false;
+			else
+				die_usage("bad --prefault '%s' (background, sync)", optarg);
+			break;
+		case 'r':
+			cfg.prefault_rate = parse_size_opt("bad --prefault-rate '%s'", optarg);
+			break;
 		case 'h':
 			usage(stdout);
 			exit(0);
@@ -230,6 +259,8 @@ static void parse_args(int argc, char **argv)
 		die_usage("unexpected argument '%s'", argv[optind]);
 	if (cfg.file_size && !cfg.file)
 		die_usage("--file-size needs --file%s", "");
+	if (cfg.prefault_rate && cfg.prefault_sync)
+		die_usage("--prefault-rate needs --prefault background%s", "");
 	if (cfg.memory / cfg.threads < (1u << 20))
 		die_usage("--memory leaves less than 1M per thread%s", "");
 	if (auth) {
@@ -264,6 +295,11 @@ static int open_stores(struct shard *sh, kvr_target **mem, kvr_target **file)
 	int rc;
 
 	so.capacity = cfg.memory / cfg.threads;
+	if (!cfg.prefault_sync) {
+		so.flags = KVR_STORE_BACKGROUND_FAULT;
+		so.fault_rate =
+		    cfg.prefault_rate ? (cfg.prefault_rate + cfg.threads - 1) / cfg.threads : 0;
+	}
 	rc = kvr_store_open(sh->e, "mem:", &so, mem);
 	if (rc) {
 		snprintf(sh->err, sizeof(sh->err), "memory store: %s (%.200s)", kvr_strerror(rc),
@@ -277,6 +313,8 @@ static int open_stores(struct shard *sh, kvr_target **mem, kvr_target **file)
 	else
 		snprintf(uri, sizeof(uri), "file:%s.%u", cfg.file, sh->idx);
 	so.capacity = cfg.file_size / cfg.threads;
+	so.flags = 0;
+	so.fault_rate = 0;
 	rc = kvr_store_open(sh->e, uri, &so, file);
 	if (rc)
 		snprintf(sh->err, sizeof(sh->err), "%.200s: %s (%.80s)", uri + 5, kvr_strerror(rc),

@@ -5,20 +5,41 @@
  * into it with fixed buffers. Puts and gets are copies between the caller's
  * SGL and the pool, done at once; the engine still defers every callback to
  * the poll loop.
+ *
+ * Faulting a pool in costs seconds per GiB on a fresh machine. By default
+ * kvr_mem_register does it (pinning the pages) before the open returns; with
+ * KVR_STORE_BACKGROUND_FAULT a thread faults the pool in front to back
+ * (prefault.c) while the store already serves, and a timer of the loop pins
+ * each 1 GiB piece as soon as it is all faulted in: pinning present pages is
+ * quick (milliseconds per GiB), and io_uring registration belongs on the
+ * engine's thread. The whole pool is usable from the start rather than a
+ * growing faulted prefix, so that an early burst of puts never evicts or
+ * fails for room the pool has; the price is that such a put may fault its
+ * pages itself.
  */
+#include "transport/prefault.h"
 #include "transport/store.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
-#define MEM_UNIT 4096
+#define MEM_UNIT      4096
+#define FAULT_TICK_NS 100000000ull /* how often the loop looks at progress */
 
 struct memstore {
 	struct kvr_store s;
 	uint8_t *pool;
 	size_t pool_len;
 	kvr_mr *mr;
+	/* background faulting (KVR_STORE_BACKGROUND_FAULT) */
+	struct kvr_prefault *pf; /* NULL once done, or never started */
+	struct kvr_timer tick;
+	uint64_t ready;	      /* bytes faulted in, their pieces pinned */
+	uint32_t pinned;      /* pieces [0, pinned) are done with */
+	uint64_t fault_start; /* kvr_now_ns() when it began */
+	uint64_t logged;      /* `ready` when progress was last logged */
 };
 
 static void sgl_to_pool(uint8_t *dst, const struct kvr_sgx *sgx, uint32_t nsge)
@@ -111,6 +132,109 @@ static void mem_remove(kvr_target *t, struct kvr_req **reqs, uint32_t n)
 	}
 }
 
+/* "1.5 GiB" or "256 MiB" */
+static const char *size_str(char *buf, size_t len, uint64_t n)
+{
+	if (n >= (1ull << 30))
+		snprintf(buf, len, "%.1f GiB", (double)n / (double)(1ull << 30));
+	else
+		snprintf(buf, len, "%.0f MiB", (double)n / (double)(1ull << 20));
+	return buf;
+}
+
+static void log_progress(struct memstore *m, uint64_t now, const char *how)
+{
+	char a[32], b[32];
+
+	kvr_log(m->s.t.e, KVR_LOG_INFO, "pool: %s of %s ready, %.1f s%s",
+		size_str(a, sizeof(a), m->ready), size_str(b, sizeof(b), m->pool_len),
+		(double)(now - m->fault_start) / 1e9, how);
+	m->logged = m->ready;
+}
+
+/* A line per GiB, or per sixteenth of a larger pool: a few dozen at most. */
+static bool progress_due(const struct memstore *m)
+{
+	uint64_t step = m->pool_len / 16 > KVR_FIXED_MAX ? m->pool_len / 16 : KVR_FIXED_MAX;
+
+	return m->ready - m->logged >= step;
+}
+
+/* Pin every piece the faulting has wholly covered; then `ready` moves. */
+static void pin_covered(struct memstore *m, uint64_t done)
+{
+	kvr_engine *e = m->s.t.e;
+
+	for (;; m->pinned++) {
+		uint64_t end = (uint64_t)(m->pinned + 1) * KVR_FIXED_MAX;
+		int rc;
+
+		if (end > m->pool_len)
+			end = m->pool_len;
+		if (m->pinned * KVR_FIXED_MAX >= m->pool_len || end > done)
+			break;
+		rc = kvr_mr_pin_piece(e, m->mr, m->pinned);
+		if (rc)
+			kvr_log(e, KVR_LOG_WARN, "pool: GiB %u stays on the plain path: %s",
+				m->pinned, strerror(-rc));
+	}
+	m->ready = done;
+}
+
+static void fault_tick(struct kvr_timer *t)
+{
+	struct memstore *m = KVR_CONTAINER_OF(t, struct memstore, tick);
+	uint64_t now = kvr_now_ns();
+	int err;
+	uint64_t done = kvr_prefault_done(m->pf, &err);
+
+	pin_covered(m, done);
+	if (done == m->pool_len || err) {
+		kvr_prefault_stop(m->pf); /* its thread has returned */
+		m->pf = NULL;
+		if (err)
+			kvr_log(m->s.t.e, KVR_LOG_WARN,
+				"pool: faulting stopped early (%s); the rest faults on first use",
+				strerror(-err));
+		log_progress(m, now, err ? " (stopped)" : " (all)");
+		return;
+	}
+	if (progress_due(m))
+		log_progress(m, now, "");
+	if (kvr_timer_add(&m->s.t.e->timers, &m->tick, now + FAULT_TICK_NS))
+		kvr_log(m->s.t.e, KVR_LOG_WARN, "pool: no memory for the progress timer");
+}
+
+/* Start the background faulting; the store is usable already. */
+static int fault_start(struct memstore *m, uint64_t rate)
+{
+	kvr_engine *e = m->s.t.e;
+	int rc;
+
+	m->fault_start = kvr_now_ns();
+	m->tick.fn = fault_tick;
+	rc = kvr_prefault_start(m->pool, m->pool_len, rate, &m->pf);
+	if (rc)
+		return rc;
+	rc = kvr_timer_add(&e->timers, &m->tick, m->fault_start + FAULT_TICK_NS);
+	if (rc) {
+		kvr_prefault_stop(m->pf);
+		m->pf = NULL;
+		return rc;
+	}
+	return 0;
+}
+
+static void fault_stop(struct memstore *m)
+{
+	if (!m->pf)
+		return;
+	kvr_timer_del(&m->s.t.e->timers, &m->tick);
+	kvr_prefault_stop(m->pf);
+	m->pf = NULL;
+	kvr_log(m->s.t.e, KVR_LOG_DEBUG, "pool: faulting cancelled (store closed)");
+}
+
 static void pool_free(struct memstore *m)
 {
 	if (m->mr)
@@ -126,9 +250,19 @@ static int mem_close(kvr_target *t)
 	struct memstore *m = (struct memstore *)t;
 
 	/* Every op finishes inside its submit call: nothing is in flight. */
+	fault_stop(m);
 	kvr_store_fini(&m->s);
 	pool_free(m);
 	return 0;
+}
+
+static void mem_stats(kvr_target *t, struct kvr_stats *st)
+{
+	struct memstore *m = (struct memstore *)t;
+
+	kvr_store_stats(t, st);
+	st->pool_bytes = m->pool_len;
+	st->pool_bytes_ready = m->ready;
 }
 
 static const struct kvr_target_ops mem_ops = {
@@ -137,7 +271,7 @@ static const struct kvr_target_ops mem_ops = {
     .get = mem_get,
     .exists = kvr_store_exists,
     .remove = mem_remove,
-    .stats = kvr_store_stats,
+    .stats = mem_stats,
     .close = mem_close,
 };
 
@@ -198,7 +332,21 @@ int kvr_memstore_open(kvr_engine *e, const char *spec, const struct kvr_store_op
 		return rc;
 	}
 	m->s.base = m->pool;
-	rc = kvr_mem_register(e, m->pool, size, KVR_MEM_HOST, &m->mr);
+	if (o->flags & KVR_STORE_BACKGROUND_FAULT) {
+		rc = kvr_mem_register_deferred(e, m->pool, size, &m->mr);
+		if (!rc) {
+			rc = fault_start(m, o->fault_rate);
+			if (rc) {
+				kvr_set_errmsg(e, "cannot start the pool's faulting thread: %s",
+					       strerror(-rc));
+				kvr_mem_deregister(e, m->mr);
+				m->mr = NULL;
+			}
+		}
+	} else {
+		rc = kvr_mem_register(e, m->pool, size, KVR_MEM_HOST, &m->mr);
+		m->ready = size;
+	}
 	if (rc) {
 		kvr_target_forget(&m->s.t);
 		kvr_store_fini(&m->s);
@@ -206,8 +354,8 @@ int kvr_memstore_open(kvr_engine *e, const char *spec, const struct kvr_store_op
 		free(m);
 		return rc;
 	}
-	kvr_log(e, KVR_LOG_INFO, "memory store: %llu bytes%s", (unsigned long long)size,
-		huge ? " (huge pages)" : "");
+	kvr_log(e, KVR_LOG_INFO, "memory store: %llu bytes%s%s", (unsigned long long)size,
+		huge ? " (huge pages)" : "", m->pf ? ", faulting it in the background" : "");
 	*out = &m->s.t;
 	return 0;
 }

@@ -414,11 +414,13 @@ KVR_EXPORT int kvr_server_addr(kvr_server *s, char *buf, size_t len)
 KVR_EXPORT int kvr_server_stats_json(kvr_server *s, char *buf, size_t len)
 {
 	const struct kvr_store *ms;
+	struct kvr_stats st = {.size = sizeof(st)};
 	int n;
 
 	if (!s || !buf || !len)
 		return -EINVAL;
 	ms = s->ms;
+	kvr_target_stats(&s->ms->t, &st); /* the pool's progress */
 	n = snprintf(buf, len,
 		     "{\"objects\":%llu,\"used_bytes\":%llu,\"capacity_bytes\":%llu,"
 		     "\"conns\":%u,\"puts\":%llu,\"gets\":%llu,\"hits\":%llu,\"misses\":%llu,"
@@ -426,7 +428,8 @@ KVR_EXPORT int kvr_server_stats_json(kvr_server *s, char *buf, size_t len)
 		     "\"spill_errors\":%llu,\"parked_bytes\":%llu,"
 		     "\"bytes_in\":%llu,\"bytes_out\":%llu,\"shard\":%u,\"shards\":%u,"
 		     "\"slots\":%llu,\"queued_bytes\":%llu,\"reserved_bytes\":%llu,"
-		     "\"held_conns\":%u,\"max_object\":%llu}",
+		     "\"held_conns\":%u,\"max_object\":%llu,"
+		     "\"pool_bytes\":%llu,\"pool_bytes_ready\":%llu}",
 		     (unsigned long long)ms->ix.count, (unsigned long long)ms->al.used,
 		     (unsigned long long)ms->al.capacity, s->nconns, (unsigned long long)s->n.puts,
 		     (unsigned long long)s->n.gets, (unsigned long long)s->n.hits,
@@ -436,7 +439,8 @@ KVR_EXPORT int kvr_server_stats_json(kvr_server *s, char *buf, size_t len)
 		     (unsigned long long)s->n.bytes_in, (unsigned long long)s->n.bytes_out,
 		     s->shard, s->shards, (unsigned long long)s->busy, (unsigned long long)s->tx,
 		     (unsigned long long)s->reserved, s->ndeferred,
-		     (unsigned long long)s->max_object);
+		     (unsigned long long)s->max_object, (unsigned long long)st.pool_bytes,
+		     (unsigned long long)st.pool_bytes_ready);
 	if (n < 0)
 		return -EINVAL;
 	return (size_t)n < len ? n : (int)len - 1;

@@ -214,7 +214,7 @@ KVR_EXPORT int kvr_store_open(kvr_engine *e, const char *uri, const struct kvr_s
 		memcpy(&o, opts, opts->size < sizeof(o) ? opts->size : sizeof(o));
 	}
 	if (o.flags & ~(uint32_t)(KVR_STORE_NO_CREATE | KVR_STORE_TRUNCATE | KVR_STORE_NO_EVICT |
-				  KVR_STORE_DSYNC))
+				  KVR_STORE_DSYNC | KVR_STORE_BACKGROUND_FAULT))
 		return -EINVAL;
 	if (!strncmp(uri, "mem:", 4))
 		return kvr_memstore_open(e, uri + 4, &o, out);

@@ -86,6 +86,8 @@ PyObject *kvpy_stats_dict(const struct kvr_stats *s)
 	F(objects);
 	F(used_bytes);
 	F(capacity_bytes);
+	F(pool_bytes);
+	F(pool_bytes_ready);
 #undef F
 	lat = PyList_New(KVR_LAT_BUCKETS);
 	if (!lat)
