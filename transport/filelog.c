@@ -335,6 +335,8 @@ int fs_log_compact(struct filestore *fs, bool clean)
 	if (rc == 0 && (rc = fdatasync(fs->fd) ? -errno : 0) == 0) {
 		struct fs_super old = fs->sb;
 
+		if (fs->pre_switch)
+			fs->pre_switch(fs);
 		fs->sb.active = half;
 		fs->sb.log_gen = new_gen;
 		fs->sb.clean = clean;

@@ -126,6 +126,10 @@ struct filestore {
 	struct fs_super sb;
 	uint8_t *sbuf; /* aligned scratch block for superblock writes */
 	struct fs_log log;
+	/* Tests only: called by a compaction once its snapshot is durable and
+	 * before the superblock names it, where a crash-point test stops the
+	 * process; NULL otherwise. */
+	void (*pre_switch)(struct filestore *fs);
 };
 
 /* Per-object state kept in kvr_req.priv. */
