@@ -360,6 +360,9 @@ struct kvr_store_opts {
  *                If creating the store fails (e.g. -ENOSPC, -EFBIG), a file
  *                this call created is removed, and one that existed gets
  *                back its size, with a zeroed header.
+ *                A store of an earlier on-disk version (1) opens and is
+ *                upgraded in place to the current one (2), which a kvring
+ *                knowing only version 1 refuses (-EUCLEAN).
  * opts may be NULL. On success *out owns the target.
  * Errors: -EINVAL (bad URI, size or options), -ENOENT (file missing and
  * KVR_STORE_NO_CREATE), -EUCLEAN (the file holds no valid store — foreign

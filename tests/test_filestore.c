@@ -550,8 +550,9 @@ static void write_super(const char *path, const struct fs_super *sb)
 
 /* A superblock with a right crc but a layout no format writes — a third
  * log half, a log over the superblocks or the data, a data area whose end
- * wraps past 2^64, a generation with no room to count — is refused as
- * corruption (-EUCLEAN), before anything is read or written by it. */
+ * wraps past 2^64, a generation with no room to count, an active log of a
+ * generation never handed out — is refused as corruption (-EUCLEAN),
+ * before anything is read or written by it. */
 static void test_crafted_superblock(void **state)
 {
 	struct fx f;
@@ -563,7 +564,7 @@ static void test_crafted_superblock(void **state)
 	setup(&f, "fs_crafted_sb", 0, 16 << 20);
 	assert_int_equal(kvr_target_close(f.t), 0);
 	size = file_size(f.path);
-	for (int i = 0; i < 6; i++) {
+	for (int i = 0; i < 9; i++) {
 		fd = open(f.path, O_RDWR);
 		assert_true(fd >= 0);
 		assert_int_equal(pread(fd, area, sizeof(area), 0), sizeof(area));
@@ -585,6 +586,16 @@ static void test_crafted_superblock(void **state)
 		case 4:
 			bad.gen = UINT64_MAX - 1; /* written as UINT64_MAX */
 			break;
+		case 5:
+			bad.log_gen_max = bad.log_gen - 1;
+			break;
+		case 6:
+			bad.log_gen_max = FS_SEQ_MAX + 1;
+			break;
+		case 7: /* version 1 counts its highest as log_gen + 1 */
+			bad.version = FS_VERSION_1;
+			bad.log_gen = FS_SEQ_MAX;
+			break;
 		default:
 			bad.log_half = 2048ull << 20; /* past the largest half */
 			bad.data_off = bad.log_off + 2 * bad.log_half;
@@ -601,6 +612,44 @@ static void test_crafted_superblock(void **state)
 		assert_int_equal(open_store(&f, KVR_STORE_NO_CREATE, 0), 0);
 		assert_int_equal(kvr_target_close(f.t), 0);
 	}
+	teardown(&f);
+}
+
+/* A store of format version 1 (no log_gen_max: the field reads as zero)
+ * opens with its objects. Its compactions took log_gen + 1, which a cut
+ * short one may have left in the other half, so the compaction at open
+ * (after a crash) takes a generation above that; the store is version 2
+ * from the first superblock the open writes. */
+static void test_version1_store(void **state)
+{
+	struct fx f;
+	struct fs_super sb, now;
+
+	setup(&f, "fs_v1", 0, 16 << 20);
+	kvt_fill(f.buf, 10000, 51);
+	assert_int_equal(op1(&f, KVR_OP_PUT, "old", f.buf, 10000), 10000);
+	assert_int_equal(kvr_target_close(f.t), 0);
+	read_super(f.path, &sb);
+	assert_int_equal(sb.version, FS_VERSION);
+	sb.version = FS_VERSION_1;
+	sb.log_gen_max = 0;
+	sb.clean = 0; /* as a crash leaves it: the open compacts */
+	write_super(f.path, &sb);
+	assert_int_equal(open_store(&f, KVR_STORE_NO_CREATE, 0), 0);
+	now = ((struct filestore *)f.t)->sb;
+	assert_int_equal(now.version, FS_VERSION);
+	assert_true(now.log_gen > sb.log_gen + 1);
+	assert_true(now.log_gen_max > now.log_gen);
+	memset(f.buf + 65536, 0, 10000);
+	assert_int_equal(op1(&f, KVR_OP_GET, "old", f.buf + 65536, 10000), 10000);
+	assert_true(kvt_check(f.buf + 65536, 10000, 51));
+	assert_int_equal(kvr_target_close(f.t), 0);
+	read_super(f.path, &now);
+	assert_int_equal(now.version, FS_VERSION);
+	assert_true(now.log_gen_max > now.log_gen && now.clean);
+	assert_int_equal(open_store(&f, KVR_STORE_NO_CREATE, 0), 0);
+	assert_int_equal(op1(&f, KVR_OP_GET, "old", f.buf + 65536, 10000), 10000);
+	assert_true(kvt_check(f.buf + 65536, 10000, 51));
 	teardown(&f);
 }
 
@@ -764,6 +813,7 @@ int main(void)
 	    cmocka_unit_test(test_file_backed_memory),
 	    cmocka_unit_test(test_crafted_log_records),
 	    cmocka_unit_test(test_crafted_superblock),
+	    cmocka_unit_test(test_version1_store),
 	    cmocka_unit_test(test_presized_file),
 	    cmocka_unit_test(test_failed_format_cleans_up),
 	    cmocka_unit_test(test_interrupted_format),

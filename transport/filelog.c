@@ -73,6 +73,16 @@ int fs_super_write(struct filestore *fs)
 	return 0;
 }
 
+int fs_gen_reserve(struct filestore *fs)
+{
+	int rc;
+
+	fs->sb.log_gen_max++;
+	rc = fs_super_write(fs);
+	fs->gen_spare = rc == 0;
+	return rc;
+}
+
 /* Pack one record for r into the block being filled. False when the ring
  * has no free block (the caller stalls r). */
 static bool try_append(struct filestore *fs, struct kvr_req *r)
@@ -279,14 +289,19 @@ int fs_log_compact(struct filestore *fs, bool clean)
 	struct kvr_store *s = &fs->s;
 	/* Every block holds at least this many record bytes, whatever the keys. */
 	const uint64_t per_blk = FS_BLK_ROOM - FS_REC_SIZE(KVR_MAX_KEY);
-	uint64_t budget = l->half_blocks / 2 * per_blk, need = 0, k = 0, pos = 0;
-	uint64_t new_gen = fs->sb.log_gen + 1;
+	uint64_t budget = l->half_blocks / 2 * per_blk, need = 0, k = 0, pos = 0, new_gen;
 	uint32_t half = 1 - fs->sb.active;
 	struct kvr_entry *en, *last = NULL;
 	struct fs_logblk *h = NULL;
 	uint8_t *buf;
 	int rc;
 
+	/* A generation no block carries, on disk as handed out before the
+	 * snapshot carries it (filestore.h). */
+	if (!fs->gen_spare && (rc = fs_gen_reserve(fs)) != 0)
+		return rc;
+	new_gen = fs->sb.log_gen_max;
+	fs->gen_spare = false;
 	/* Keep the most recent objects that fit in half a half; older ones are
 	 * evicted (a store of many tiny objects with long keys). */
 	for (en = s->ix.lru_head; en; en = en->lru_next) {
@@ -335,14 +350,18 @@ int fs_log_compact(struct filestore *fs, bool clean)
 	if (rc == 0 && (rc = fdatasync(fs->fd) ? -errno : 0) == 0) {
 		struct fs_super old = fs->sb;
 
+		if (fs->pre_switch)
+			fs->pre_switch(fs);
 		fs->sb.active = half;
 		fs->sb.log_gen = new_gen;
+		fs->sb.log_gen_max = new_gen + 1; /* for the next compaction */
 		fs->sb.clean = clean;
 		rc = fs_super_write(fs);
 		if (rc) {
 			fs->sb = old;
 			return rc;
 		}
+		fs->gen_spare = true;
 	}
 	if (rc)
 		return rc;

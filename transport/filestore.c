@@ -435,7 +435,7 @@ static int format(struct filestore *fs, uint64_t size, uint64_t want)
 	fs->sb.log_off = FS_SUPER_SIZE;
 	fs->sb.log_half = half;
 	fs->sb.data_off = (FS_SUPER_SIZE + 2 * half + MIB - 1) / MIB * MIB;
-	fs->sb.log_gen = 1;
+	fs->sb.log_gen = fs->sb.log_gen_max = 1;
 	if (keep) {
 		if (size <= fs->sb.data_off + FS_BLOCK) {
 			kvr_set_errmsg(e,
@@ -559,12 +559,17 @@ static void probe_align(struct filestore *fs)
  * after open places its reads and writes by it: the active half must be
  * one of two, the log must lie between the superblocks and the data area,
  * the data area inside the file (each bound written so that no sum can
- * wrap), and the generation must leave room to count, or the copy written
- * next (gen + 1 wrapping to 0) would lose to the stale one. */
+ * wrap), and the generations must leave room to count, or the copy written
+ * next (gen + 1 wrapping to 0) would lose to the stale one. The active log
+ * is one of those handed out. */
 static bool super_fits(const struct fs_super *sb, uint64_t size)
 {
-	return sb->version == FS_VERSION && sb->unit == FS_BLOCK && sb->active <= 1 &&
-	       sb->gen <= FS_SEQ_MAX && sb->log_half >= 8 * MIB && sb->log_half <= 1024 * MIB &&
+	bool gens = sb->version == FS_VERSION
+			? sb->log_gen <= sb->log_gen_max && sb->log_gen_max <= FS_SEQ_MAX
+			: sb->version == FS_VERSION_1 && sb->log_gen < FS_SEQ_MAX;
+
+	return gens && sb->unit == FS_BLOCK && sb->active <= 1 && sb->gen <= FS_SEQ_MAX &&
+	       sb->log_half >= 8 * MIB && sb->log_half <= 1024 * MIB &&
 	       sb->log_half % FS_BLOCK == 0 && sb->log_off >= FS_SUPER_SIZE &&
 	       sb->log_off % FS_BLOCK == 0 && sb->data_off % FS_BLOCK == 0 &&
 	       sb->data_off <= size && sb->log_off <= sb->data_off &&
@@ -613,6 +618,12 @@ static int open_store(struct filestore *fs, const struct kvr_store_opts *o)
 			       fs->sb.version);
 		return -EUCLEAN;
 	}
+	if (!fresh && fs->sb.version == FS_VERSION_1) {
+		/* Its compactions took log_gen + 1: no block carries more. The
+		 * next superblock written makes it a version 2 store. */
+		fs->sb.log_gen_max = fs->sb.log_gen + 1;
+		fs->sb.version = FS_VERSION;
+	}
 	fs->formatted = fresh;
 	if (fresh && (rc = format(fs, size, o->capacity)) != 0)
 		return rc;
@@ -650,12 +661,14 @@ int kvr_filestore_open(kvr_engine *e, const char *path, const struct kvr_store_o
 	if (!rc && !fs->formatted)
 		rc = fs_log_replay(fs);
 	/* After a crash, move to a fresh log generation at once so blocks the
-	 * crash left beyond the replayed end can never be read as valid. */
+	 * crash left beyond the replayed end can never be read as valid. After
+	 * a clean close, mark the store open, handing out the generation the
+	 * next compaction takes in the same write. */
 	if (!rc && !fs->sb.clean)
 		rc = fs_log_compact(fs, false);
 	else if (!rc) {
 		fs->sb.clean = 0;
-		rc = fs_super_write(fs);
+		rc = fs_gen_reserve(fs);
 	}
 	if (rc) {
 		kvr_target_forget(&fs->s.t);

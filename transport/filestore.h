@@ -21,6 +21,24 @@
  * as a snapshot at the start of the other half (new log generation), and the
  * superblock switches to it.
  *
+ * A log generation is never used twice, so that blocks a crash leaves in a
+ * half (a snapshot written but never switched to, blocks past the replayed
+ * end) can never pass for the log of a later generation in that half, and
+ * replay takes only blocks of the superblock's log_gen. The superblock's
+ * log_gen_max is the highest generation handed out: no block anywhere
+ * carries a higher one, because a generation is recorded there, and synced,
+ * before any block carries it. A compaction takes log_gen_max + 1 after
+ * writing that superblock, or log_gen_max itself when this process reserved
+ * it and has not used it: the superblock that switches to a new log hands
+ * out the one after it, and so does the one a clean open writes. A
+ * compaction at run time thus costs no superblock write of its own; one
+ * after a crash (at open) costs one.
+ *
+ * Version 1 stores (before log_gen_max) open: their compactions took
+ * log_gen + 1, so that is their highest, and the first superblock written
+ * makes them version 2. A version 2 store is refused by code that only
+ * knows version 1 (it would hand out generations again).
+ *
  * That compaction runs synchronously inside the loop round that filled the
  * half: one pwrite of the live index, then two fdatasyncs (snapshot, then
  * superblock), and the engine's loop waits for them. Its size is bounded:
@@ -38,7 +56,8 @@
 #define FS_BLOCK      4096u
 #define FS_MAGIC      0x3153465256524b31ull /* "1KRVRFS1" */
 #define FS_LOG_MAGIC  0x474f4c5256524b31ull
-#define FS_VERSION    1
+#define FS_VERSION    2
+#define FS_VERSION_1  1 /* no log_gen_max: read as log_gen + 1 */
 #define FS_SUPER_SIZE (2 * FS_BLOCK)
 
 struct fs_super {
@@ -52,9 +71,10 @@ struct fs_super {
 	uint64_t log_off;
 	uint64_t log_half; /* bytes per half */
 	uint64_t data_off;
-	uint64_t log_gen; /* generation stamped on the active half's blocks */
-	uint32_t active;  /* active half, 0 or 1 */
-	uint32_t clean;	  /* closed cleanly (informational) */
+	uint64_t log_gen;     /* generation stamped on the active half's blocks */
+	uint32_t active;      /* active half, 0 or 1 */
+	uint32_t clean;	      /* closed cleanly (informational) */
+	uint64_t log_gen_max; /* highest log generation handed out (version 2) */
 };
 
 struct fs_logblk {
@@ -80,13 +100,14 @@ struct fs_rec {
 	uint8_t key[];
 };
 
-_Static_assert(sizeof(struct fs_super) == 88 && sizeof(struct fs_logblk) == 40 &&
+_Static_assert(sizeof(struct fs_super) == 96 && sizeof(struct fs_logblk) == 40 &&
 		   sizeof(struct fs_rec) == 32,
 	       "on-disk structs have no hidden padding");
 
-/* Highest sequence number a log record, or generation a superblock, may
- * carry: one per put (or per superblock write) never gets near it, and the
- * headroom keeps ++seq and gen + 1 from wrapping. */
+/* Highest sequence number a log record, or generation (of the superblock or
+ * of a log) a superblock, may carry: one per put (or per superblock write)
+ * never gets near it, and the headroom keeps ++seq and gen + 1 from
+ * wrapping. */
 #define FS_SEQ_MAX (UINT64_MAX >> 1)
 
 #define FS_REC_SIZE(klen) ((sizeof(struct fs_rec) + (klen) + 7) & ~(size_t)7)
@@ -124,8 +145,13 @@ struct filestore {
 	uint64_t orig_size; /* the file's size before this open */
 	uint32_t mem_align; /* O_DIRECT memory alignment */
 	struct fs_super sb;
-	uint8_t *sbuf; /* aligned scratch block for superblock writes */
+	bool gen_spare; /* sb.log_gen_max is on disk and no block carries it */
+	uint8_t *sbuf;	/* aligned scratch block for superblock writes */
 	struct fs_log log;
+	/* Tests only: called by a compaction once its snapshot is durable and
+	 * before the superblock names it, where a crash-point test stops the
+	 * process; NULL otherwise. */
+	void (*pre_switch)(struct filestore *fs);
 };
 
 /* Per-object state kept in kvr_req.priv. */
@@ -158,5 +184,8 @@ int fs_log_replay(struct filestore *fs);
 /* Write the index as a snapshot in the other half and switch to it. */
 int fs_log_compact(struct filestore *fs, bool clean);
 int fs_super_write(struct filestore *fs);
+/* Hand out one more log generation (sb.log_gen_max + 1) in a superblock
+ * write, kept for the next compaction. */
+int fs_gen_reserve(struct filestore *fs);
 
 #endif

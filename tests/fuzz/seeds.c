@@ -3,8 +3,11 @@
  * Writes the harnesses' seed corpus (tests/fuzz/corpus/NAME/) with the
  * library's own encoders: valid frames of every opcode, HELLOs with and
  * without auth and RDMA blocks, RDMA requests and answers; and images
- * (store_image.h) of file stores the library wrote. Run by
- * tests/fuzz/run.sh --seed; its output is committed.
+ * (store_image.h) of file stores the library wrote. Run from the top of
+ * the tree after tests/fuzz/run.sh has built build-fuzz:
+ *   build-fuzz/tests/fuzz/fuzz_seeds [DIR]   (DIR: tests/fuzz/corpus)
+ * and its output committed (the store images change at every run: each
+ * store gets a random uuid).
  */
 #include "store_image.h"
 #include "transport/proto.h"
