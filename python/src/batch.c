@@ -49,21 +49,21 @@ PyObject *kvpy_batch_submit(kvpy_Target *tgt, enum kvr_op op, PyObject *keys, Py
 	kvr_target *t;
 	int rc;
 
-	blk = kvpy_desc_build(0, keys, bufs, op == KVR_OP_GET, &d);
+	blk = kvpy_desc_build(0, keys, bufs, op == KVR_OP_GET, &eng->spare, &d);
 	if (!blk)
 		return NULL;
 	/* Building ran Python code (sequences, buffer exports), which may
 	 * have closed the target or the engine: look again. */
 	if (!eng->e || tgt->closed) {
 		kvpy_desc_release(&d);
-		PyMem_RawFree(blk);
+		kvpy_blk_put(&eng->spare, blk, d.blk_len);
 		return kvpy_raise(EBADF, "the %s is closed", eng->e ? "target" : "engine");
 	}
 	t = tgt->t;
 	b = PyObject_GC_New(kvpy_Batch, &kvpy_BatchType);
 	if (!b) {
 		kvpy_desc_release(&d);
-		PyMem_RawFree(blk);
+		kvpy_blk_put(&eng->spare, blk, d.blk_len);
 		return NULL;
 	}
 	Py_INCREF(eng);
@@ -244,21 +244,32 @@ static void Batch_dealloc(kvpy_Batch *b)
 	/* Never pending here: the pending list holds a reference. */
 	PyObject_GC_UnTrack(b);
 	kvpy_desc_release(&b->d);
-	PyMem_RawFree(b->blk);
+	kvpy_blk_put(&b->eng->spare, b->blk, b->d.blk_len);
 	Py_XDECREF(b->callback);
 	Py_XDECREF(b->results);
 	Py_DECREF(b->eng);
 	PyObject_GC_Del(b);
 }
 
-static PyObject *Batch_wait(kvpy_Batch *b, PyObject *args, PyObject *kw)
+static PyObject *Batch_wait(kvpy_Batch *b, PyObject *const *args, Py_ssize_t nargs,
+			    PyObject *kwnames)
 {
 	static char *kwlist[] = {"timeout_ms", NULL};
 	int timeout_ms = -1;
 	int64_t end;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|i:wait", kwlist, &timeout_ms))
-		return NULL;
+	if (nargs || kwnames) {
+		PyObject *t, *kw;
+		int ok;
+
+		if (kvpy_fastcall_args(args, nargs, kwnames, &t, &kw))
+			return NULL;
+		ok = PyArg_ParseTupleAndKeywords(t, kw, "|i:wait", kwlist, &timeout_ms);
+		Py_DECREF(t);
+		Py_XDECREF(kw);
+		if (!ok)
+			return NULL;
+	}
 	end = mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
 	while (b->state != B_FINISHED) {
 		int left = -1;
@@ -309,7 +320,7 @@ static PyObject *Batch_repr(kvpy_Batch *b)
 }
 
 static PyMethodDef Batch_methods[] = {
-    {"wait", (PyCFunction)(void (*)(void))Batch_wait, METH_VARARGS | METH_KEYWORDS,
+    {"wait", (PyCFunction)(void (*)(void))Batch_wait, METH_FASTCALL | METH_KEYWORDS,
      "wait(timeout_ms=-1) -> list[int]\n\nPoll the engine until this batch finished and "
      "return its results (other batches finish on the way). Engine thread only. Raises "
      "kvring.Error ETIMEDOUT when it has not finished within timeout_ms (the batch goes "

@@ -382,7 +382,7 @@ static PyObject *submit(kvpy_Connector *c, enum kvr_op op, PyObject *keys, PyObj
 
 	if (atomic_load(&c->state) != C_RUNNING)
 		return kvpy_raise(EBADF, "the connector is closed");
-	r = kvpy_desc_build(sizeof(*r), keys, bufs, op == KVR_OP_GET, &d);
+	r = kvpy_desc_build(sizeof(*r), keys, bufs, op == KVR_OP_GET, NULL, &d);
 	if (!r)
 		return NULL;
 	r->d = d;

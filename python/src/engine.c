@@ -204,6 +204,7 @@ static void Engine_dealloc(kvpy_Engine *self)
 		PyObject_ClearWeakRefs((PyObject *)self);
 	/* Only reachable with no batch pending (each holds the engine). */
 	engine_close(self);
+	PyMem_RawFree(self->spare.blk);
 	Py_CLEAR(self->targets);
 	Py_XDECREF(self->targets);
 	Py_TYPE(self)->tp_free((PyObject *)self);

@@ -29,6 +29,13 @@ const char *kvpy_open_hint(int err);
 
 /* ------------------------------------------------------------- options */
 
+/* A METH_FASTCALL | METH_KEYWORDS call's arguments as the tuple and dict
+ * (*kw NULL without keywords) that PyArg_ParseTupleAndKeywords() takes, for
+ * the calls that are not the fast path's plain positional ones. Their items
+ * are the caller's. Returns 0, or -1 with MemoryError set. */
+int kvpy_fastcall_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **tuple,
+		       PyObject **kw);
+
 /* A non-negative int that fits 32 bits into *out; -1 with TypeError or
  * kvring.Error(EINVAL) set otherwise. */
 int kvpy_u32(PyObject *v, const char *name, uint32_t *out);
@@ -67,22 +74,36 @@ struct kvpy_desc {
 	kvr_obj *objs;	  /* n */
 	kvr_sge *sges;	  /* nviews */
 	Py_buffer *views; /* nviews: held until kvpy_desc_release() */
+	size_t blk_len;	  /* bytes of the block holding them */
 };
+
+/* One freed batch block an engine keeps for its next batch: batches of a
+ * loop are the same size, call after call, and a malloc + free of ~9 KiB
+ * for each costs more than the rest of the bookkeeping. */
+struct kvpy_blk_cache {
+	void *blk;
+	size_t len;
+};
+/* Give back a block kvpy_desc_build() made: kept in c when it is the
+ * larger one, freed otherwise (c may be NULL: freed). */
+void kvpy_blk_put(struct kvpy_blk_cache *c, void *blk, size_t len);
 
 /*
  * Build a batch from `keys` (a sequence of str or bytes) and `bufs`: None
  * for exists/remove, else a sequence with, per key, one buffer-protocol
  * object or a sequence of them (the object's SGL, in order). Buffers must be
  * contiguous and, when `writable` (gets), writable. Allocates one block of
- * `head` bytes (the caller's header, zeroed) followed by the arrays, and
- * returns it with *d filled; the buffers stay exported (a bytearray cannot
- * be resized, an object cannot be freed) until kvpy_desc_release(). On bad
- * input returns NULL with TypeError (wrong types) or kvring.Error (EINVAL:
- * count mismatch, empty key or buffer, read-only or non-contiguous buffer;
- * ENAMETOOLONG; E2BIG) set, holding nothing.
+ * `head` bytes (the caller's header, zeroed) followed by the arrays (taken
+ * from `cache` when its block is large enough; cache may be NULL), and
+ * returns it with *d filled (d->blk_len its size, for kvpy_blk_put()); the
+ * buffers stay exported (a bytearray cannot be resized, an object cannot be
+ * freed) until kvpy_desc_release(). On bad input returns NULL with
+ * TypeError (wrong types) or kvring.Error (EINVAL: count mismatch, empty key
+ * or buffer, read-only or non-contiguous buffer; ENAMETOOLONG; E2BIG) set,
+ * holding nothing.
  */
 void *kvpy_desc_build(size_t head, PyObject *keys, PyObject *bufs, bool writable,
-		      struct kvpy_desc *d);
+		      struct kvpy_blk_cache *cache, struct kvpy_desc *d);
 /* Release the buffers a built batch holds (idempotent). */
 void kvpy_desc_release(struct kvpy_desc *d);
 
@@ -96,11 +117,12 @@ struct kvpy_batch;
 struct kvpy_reg;
 typedef struct {
 	PyObject_HEAD kvr_engine *e;
-	unsigned long owner;	    /* PyThread_get_thread_ident() of its creator */
-	struct kvpy_batch *pending; /* submitted, completion not yet handled */
-	struct kvpy_batch *done;    /* completed inside a poll, to finish */
-	struct kvpy_reg *regs;	    /* registrations, undone at close */
-	PyObject *targets;	    /* list of Target */
+	unsigned long owner;	     /* PyThread_get_thread_ident() of its creator */
+	struct kvpy_batch *pending;  /* submitted, completion not yet handled */
+	struct kvpy_batch *done;     /* completed inside a poll, to finish */
+	struct kvpy_reg *regs;	     /* registrations, undone at close */
+	struct kvpy_blk_cache spare; /* freed at dealloc */
+	PyObject *targets;	     /* list of Target */
 	PyObject *weakrefs;
 	bool polling;
 } kvpy_Engine;

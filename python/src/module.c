@@ -296,6 +296,29 @@ int kvpy_spec_open(kvr_engine *e, const struct kvpy_spec *s, kvr_target **out)
 			 : kvr_store_open(e, s->uri, &s->store, out);
 }
 
+int kvpy_fastcall_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **tuple,
+		       PyObject **kw)
+{
+	Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+
+	*kw = NULL;
+	*tuple = PyTuple_New(nargs);
+	if (!*tuple)
+		return -1;
+	for (Py_ssize_t i = 0; i < nargs; i++)
+		PyTuple_SET_ITEM(*tuple, i, Py_NewRef(args[i]));
+	if (!nkw)
+		return 0;
+	*kw = PyDict_New();
+	for (Py_ssize_t i = 0; *kw && i < nkw; i++)
+		if (PyDict_SetItem(*kw, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]))
+			Py_CLEAR(*kw);
+	if (*kw)
+		return 0;
+	Py_CLEAR(*tuple);
+	return -1;
+}
+
 /* ----------------------------------------------------------- batches */
 
 /* Export one buffer for an SGE; a clear kvring.Error for what cannot be. */
@@ -332,11 +355,42 @@ static bool is_sgl(PyObject *b)
 	return PyList_Check(b) || PyTuple_Check(b);
 }
 
+/* A key's bytes: str as UTF-8 (an ASCII str is its own UTF-8, read in
+ * place), bytes as they are; NULL with TypeError or UnicodeError set. */
+static const char *key_bytes(PyObject *k, Py_ssize_t i, Py_ssize_t *kl)
+{
+	if (PyUnicode_Check(k)) {
+		if (PyUnicode_IS_COMPACT_ASCII(k)) {
+			*kl = PyUnicode_GET_LENGTH(k);
+			return (const char *)PyUnicode_DATA(k);
+		}
+		return PyUnicode_AsUTF8AndSize(k, kl);
+	}
+	if (PyBytes_Check(k)) {
+		*kl = PyBytes_GET_SIZE(k);
+		return PyBytes_AS_STRING(k);
+	}
+	PyErr_Format(PyExc_TypeError, "key %zd: str or bytes needed, not %.100s", i,
+		     Py_TYPE(k)->tp_name);
+	return NULL;
+}
+
+void kvpy_blk_put(struct kvpy_blk_cache *c, void *blk, size_t len)
+{
+	if (c && len >= c->len) {
+		PyMem_RawFree(c->blk);
+		c->blk = blk;
+		c->len = len;
+	} else {
+		PyMem_RawFree(blk);
+	}
+}
+
 void *kvpy_desc_build(size_t head, PyObject *keys, PyObject *bufs, bool writable,
-		      struct kvpy_desc *d)
+		      struct kvpy_blk_cache *cache, struct kvpy_desc *d)
 {
 	PyObject *kf = NULL, *bf = NULL, *sgls = NULL;
-	size_t nviews = 0, keybytes = 0, held = 0;
+	size_t nviews = 0, keybytes = 0, held = 0, sz = 0;
 	char *blk = NULL, *kp;
 	Py_ssize_t n;
 
@@ -371,16 +425,8 @@ void *kvpy_desc_build(size_t head, PyObject *keys, PyObject *bufs, bool writable
 		PyObject *k = PyTuple_GET_ITEM(kf, i);
 		Py_ssize_t kl;
 
-		if (PyUnicode_Check(k)) {
-			if (!PyUnicode_AsUTF8AndSize(k, &kl))
-				goto fail;
-		} else if (PyBytes_Check(k)) {
-			kl = PyBytes_GET_SIZE(k);
-		} else {
-			PyErr_Format(PyExc_TypeError, "key %zd: str or bytes needed, not %.100s", i,
-				     Py_TYPE(k)->tp_name);
+		if (!key_bytes(k, i, &kl))
 			goto fail;
-		}
 		if (kl == 0) {
 			kvpy_raise(EINVAL, "key %zd is empty", i);
 			goto fail;
@@ -420,16 +466,21 @@ void *kvpy_desc_build(size_t head, PyObject *keys, PyObject *bufs, bool writable
 		nviews += (size_t)PyTuple_GET_SIZE(sg);
 	}
 	size_t hsz = (head + 15) & ~(size_t)15;
-	size_t sz = hsz + (size_t)n * (sizeof(int64_t) + sizeof(kvr_obj)) +
-		    nviews * (sizeof(kvr_sge) + sizeof(Py_buffer)) + keybytes;
+	sz = hsz + (size_t)n * (sizeof(int64_t) + sizeof(kvr_obj)) +
+	     nviews * (sizeof(kvr_sge) + sizeof(Py_buffer)) + keybytes;
 
-	blk = PyMem_RawMalloc(sz);
-	if (!blk) {
+	if (cache && cache->blk && cache->len >= sz) {
+		blk = cache->blk;
+		sz = cache->len;
+		cache->blk = NULL;
+		cache->len = 0;
+	} else if (!(blk = PyMem_RawMalloc(sz))) {
 		PyErr_NoMemory();
 		goto fail;
 	}
 	memset(blk, 0, hsz + (size_t)n * sizeof(int64_t)); /* header and results */
 	d->n = (size_t)n;
+	d->blk_len = sz;
 	d->results = (int64_t *)(blk + hsz);
 	d->objs = (kvr_obj *)(d->results + n);
 	d->views = (Py_buffer *)(d->objs + n);
@@ -438,14 +489,10 @@ void *kvpy_desc_build(size_t head, PyObject *keys, PyObject *bufs, bool writable
 	/* pass 2: export the buffers, lay out keys and SGLs */
 	for (Py_ssize_t i = 0; i < n; i++) {
 		PyObject *k = PyTuple_GET_ITEM(kf, i);
-		const char *kb;
 		Py_ssize_t kl;
+		const char *kb = key_bytes(k, i, &kl); /* cannot fail: pass 1 read it */
 		kvr_obj *o = &d->objs[i];
 
-		if (PyUnicode_Check(k))
-			kb = PyUnicode_AsUTF8AndSize(k, &kl);
-		else
-			kb = PyBytes_AS_STRING(k), kl = PyBytes_GET_SIZE(k);
 		memcpy(kp, kb, (size_t)kl);
 		*o = (kvr_obj){kp, (size_t)kl, NULL, 0};
 		kp += kl;
@@ -473,7 +520,8 @@ void *kvpy_desc_build(size_t head, PyObject *keys, PyObject *bufs, bool writable
 fail:
 	for (size_t i = 0; i < held; i++)
 		PyBuffer_Release(&d->views[i]);
-	PyMem_RawFree(blk);
+	if (blk)
+		kvpy_blk_put(cache, blk, sz);
 	memset(d, 0, sizeof(*d));
 	Py_XDECREF(kf);
 	Py_XDECREF(bf);

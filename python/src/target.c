@@ -20,16 +20,32 @@ static int target_check(kvpy_Target *self)
 	return 0;
 }
 
-static PyObject *target_op(kvpy_Target *self, enum kvr_op op, PyObject *args, PyObject *kw)
+static PyObject *target_op(kvpy_Target *self, enum kvr_op op, PyObject *const *args,
+			   Py_ssize_t nargs, PyObject *kwnames)
 {
 	static char *kwlist[] = {"keys", "buffers", "timeout_ms", "callback", NULL};
 	PyObject *keys, *bufs = Py_None, *cb = Py_None, *tmo = NULL;
 	uint32_t timeout_ms = 0;
 	bool data = op == KVR_OP_PUT || op == KVR_OP_GET;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, data ? "OO|$OO" : "O|O$OO", kwlist, &keys, &bufs,
-					 &tmo, &cb))
-		return NULL;
+	if (!kwnames && nargs == (data ? 2 : 1)) {
+		/* The call of a batch loop, positional only: no tuple, no dict. */
+		keys = args[0];
+		if (data)
+			bufs = args[1];
+	} else {
+		PyObject *t, *kw;
+		int ok;
+
+		if (kvpy_fastcall_args(args, nargs, kwnames, &t, &kw))
+			return NULL;
+		ok = PyArg_ParseTupleAndKeywords(t, kw, data ? "OO|$OO" : "O|O$OO", kwlist, &keys,
+						 &bufs, &tmo, &cb);
+		Py_DECREF(t);
+		Py_XDECREF(kw);
+		if (!ok)
+			return NULL;
+	}
 	if (tmo && kvpy_u32(tmo, "timeout_ms", &timeout_ms))
 		return NULL;
 	if (target_check(self))
@@ -49,24 +65,24 @@ static PyObject *target_op(kvpy_Target *self, enum kvr_op op, PyObject *args, Py
 	return kvpy_batch_submit(self, op, keys, data ? bufs : Py_None, timeout_ms, cb);
 }
 
-static PyObject *Target_put(kvpy_Target *s, PyObject *a, PyObject *k)
+static PyObject *Target_put(kvpy_Target *s, PyObject *const *a, Py_ssize_t n, PyObject *k)
 {
-	return target_op(s, KVR_OP_PUT, a, k);
+	return target_op(s, KVR_OP_PUT, a, n, k);
 }
 
-static PyObject *Target_get(kvpy_Target *s, PyObject *a, PyObject *k)
+static PyObject *Target_get(kvpy_Target *s, PyObject *const *a, Py_ssize_t n, PyObject *k)
 {
-	return target_op(s, KVR_OP_GET, a, k);
+	return target_op(s, KVR_OP_GET, a, n, k);
 }
 
-static PyObject *Target_exists(kvpy_Target *s, PyObject *a, PyObject *k)
+static PyObject *Target_exists(kvpy_Target *s, PyObject *const *a, Py_ssize_t n, PyObject *k)
 {
-	return target_op(s, KVR_OP_EXISTS, a, k);
+	return target_op(s, KVR_OP_EXISTS, a, n, k);
 }
 
-static PyObject *Target_remove(kvpy_Target *s, PyObject *a, PyObject *k)
+static PyObject *Target_remove(kvpy_Target *s, PyObject *const *a, Py_ssize_t n, PyObject *k)
 {
-	return target_op(s, KVR_OP_REMOVE, a, k);
+	return target_op(s, KVR_OP_REMOVE, a, n, k);
 }
 
 /* Target.aput() etc.: the coroutines of kvring.aio, bound to this target. */
@@ -186,17 +202,17 @@ static PyObject *Target_exit(kvpy_Target *self, PyObject *args)
 	"every registered region), EBADF (target closed), EPERM (another thread)."
 
 static PyMethodDef Target_methods[] = {
-    {"put", (PyCFunction)(void (*)(void))Target_put, METH_VARARGS | METH_KEYWORDS,
+    {"put", (PyCFunction)(void (*)(void))Target_put, METH_FASTCALL | METH_KEYWORDS,
      "put(keys, buffers, *, timeout_ms=0, callback=None)" BATCH_DOC
      " A key's buffer may be a sequence of buffers (its SGL); results are bytes stored."},
-    {"get", (PyCFunction)(void (*)(void))Target_get, METH_VARARGS | METH_KEYWORDS,
+    {"get", (PyCFunction)(void (*)(void))Target_get, METH_FASTCALL | METH_KEYWORDS,
      "get(keys, buffers, *, timeout_ms=0, callback=None)" BATCH_DOC
      " Buffers must be writable; results are bytes written (-ENOENT a miss, -EMSGSIZE when "
      "the object is larger than the buffer)."},
-    {"exists", (PyCFunction)(void (*)(void))Target_exists, METH_VARARGS | METH_KEYWORDS,
+    {"exists", (PyCFunction)(void (*)(void))Target_exists, METH_FASTCALL | METH_KEYWORDS,
      "exists(keys, *, timeout_ms=0, callback=None)" BATCH_DOC
      " Results are the stored length, or -ENOENT."},
-    {"remove", (PyCFunction)(void (*)(void))Target_remove, METH_VARARGS | METH_KEYWORDS,
+    {"remove", (PyCFunction)(void (*)(void))Target_remove, METH_FASTCALL | METH_KEYWORDS,
      "remove(keys, *, timeout_ms=0, callback=None)" BATCH_DOC " Results are 0, or -ENOENT."},
     {"aput", (PyCFunction)(void (*)(void))Target_aput, METH_VARARGS | METH_KEYWORDS,
      "aput(keys, buffers, *, timeout_ms=0) -> Awaitable[list[int]]\n\nput() awaited on the "

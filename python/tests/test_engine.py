@@ -297,6 +297,44 @@ def test_python_code_during_submission():
     eng.close()
 
 
+def test_call_forms_keys_and_batch_sizes():
+    """Positional and keyword calls, wait() with and without a timeout, str
+    (ASCII or not) and bytes keys, and batches growing and shrinking in turn
+    (each reuses the block a finished one gave back): same bytes, same
+    results."""
+    with kvring.Engine() as eng:
+        t = eng.open("mem:16M")
+        ba = bytearray(1 << 20)
+        eng.register(ba)
+        mv = memoryview(ba)
+        keys = ["ascii", "n\u00e4me-\u6f22", b"raw\xff", "x" * 200]
+        for i in range(len(keys)):
+            fill(mv[i * 4096 : (i + 1) * 4096], 50 + i)
+        src = [mv[i * 4096 : (i + 1) * 4096] for i in range(len(keys))]
+        assert t.put(keys=keys, buffers=src, timeout_ms=1000).wait(timeout_ms=1000) == [4096] * 4
+        assert t.exists(keys).wait(1000) == [4096] * 4
+        assert t.exists(keys=[b"n\xc3\xa4me-\xe6\xbc\xa2"]).wait() == [4096]
+        assert t.exists(["n\u00e4me"], None).wait() == [-errno.ENOENT]
+        with pytest.raises(TypeError):
+            t.get(keys, src, 5)  # timeout_ms is keyword-only
+        with pytest.raises(TypeError):
+            t.get(keys, src, buffers=src)
+        with pytest.raises(TypeError):
+            t.exists(keys).wait(timeout=1)
+        off = 1 << 19
+        for n in (4, 1, 3, 4, 2, 4):
+            mv[off:] = bytes(len(mv) - off)
+            dst = [mv[off + i * 4096 : off + (i + 1) * 4096] for i in range(n)]
+            got = t.get(keys[:n], dst).wait()
+            assert got == [4096] * n
+            for i in range(n):
+                assert dst[i] == expected(4096, 50 + i), f"batch of {n}, key {i}"
+        with pytest.raises(kvring.Error) as ei:
+            t.get([""], [mv[:10]])
+        assert ei.value.errno == errno.EINVAL
+        assert t.get(keys[:1], [mv[off : off + 4096]]).wait() == [4096]
+
+
 def test_bad_timeouts_and_missing_buffers():
     with kvring.Engine() as eng:
         t = eng.open("mem:1M")
