@@ -10,8 +10,10 @@
  * re-arm, drain). The device's async-event fd is watched the same way.
  * Every registered region is registered with every open device (a memory
  * listener), the first time a device is opened for the regions already
- * there. Work requests staged during a loop round are posted once per
- * round and queue pair (one doorbell for a whole batch).
+ * there; a deferred region (the server's pool while it is faulted in) per
+ * 1 GiB piece, as each piece becomes ready, and work whose local memory is
+ * in a piece not registered yet waits on its channel until it is. Work requests staged during a
+ * loop round are posted once per round and queue pair (one doorbell for a whole batch).
  *
  * rdma_chan.c — a channel: one RC queue pair with a ring of receive slots
  * (the messages the peer may have outstanding: its credits) and a ring of

@@ -2,7 +2,8 @@
 /*
  * RDMA devices of one engine (see rdma.h): open on first use, one PD, CQ
  * and completion channel each, joined to the engine's ring; every
- * registered region registered on every open device; completions
+ * registered region registered on every open device (a deferred one piece
+ * by piece); completions
  * dispatched to the work requests' handlers; the round's work posted once
  * per queue pair.
  */
