@@ -96,6 +96,19 @@ struct rdma_ctx {
 	struct rdma_counters st;
 };
 
+/*
+ * Per-region data of the memory listener: its MRs on each device. A region
+ * has one MR per device, except a deferred one (kvr_mem_register_deferred,
+ * the server's pool while it is faulted in), which has one per 1 GiB piece,
+ * registered as the piece becomes ready: registering a piece faults and
+ * pins it, seconds per GiB when it is not faulted in yet.
+ */
+struct rdma_region {
+	uint32_t npieces;
+	int err[RDMA_MAX_DEVS]; /* why a piece could not be registered there */
+	struct ibv_mr *mr[];	/* [device index * npieces + piece] */
+};
+
 /* Our side of a queue pair, as it goes into a HELLO. */
 struct rdma_chan_ops {
 	/* A message arrived in receive slot `slot`, decoded into *m (whose

@@ -23,19 +23,6 @@
 
 static const char ctx_key[] = "rdma";
 
-/*
- * Per-region data of the memory listener: its MRs on each device. A region
- * has one MR per device, except a deferred one (kvr_mem_register_deferred,
- * the server's pool while it is faulted in), which has one per 1 GiB piece,
- * registered as the piece becomes ready: registering a piece faults and
- * pins it, seconds per GiB when it is not faulted in yet.
- */
-struct rdma_region {
-	uint32_t npieces;
-	int err[RDMA_MAX_DEVS]; /* why a piece could not be registered there */
-	struct ibv_mr *mr[];	/* [device index * npieces + piece] */
-};
-
 unsigned rdma_mtu_bytes(enum ibv_mtu m)
 {
 	return m >= IBV_MTU_256 && m <= IBV_MTU_4096 ? 128u << m : 0;
