@@ -62,8 +62,22 @@ struct kvr_mr {
 	uint32_t nfixed;       /* fixed-buffer table entries (0: plain path) */
 	uint64_t inflight;     /* SGEs of in-flight batches pointing here */
 	void *ext[KVR_MR_EXT]; /* listener l's data in ext[l->slot] */
-	uint16_t slot[];       /* table slot of each 1 GiB piece */
+	/* kvr_mem_register_deferred: per 1 GiB piece, nonzero once its owner
+	 * said it is faulted in (kvr_mr_pin_piece); NULL: all of it is. */
+	uint8_t *piece_ready;
+	uint16_t slot[]; /* table slot of each 1 GiB piece */
 };
+
+/* The region's 1 GiB pieces (the unit of deferred registration). */
+static inline uint32_t kvr_mr_npieces(const struct kvr_mr *mr)
+{
+	return (uint32_t)((mr->len + KVR_FIXED_MAX - 1) / KVR_FIXED_MAX);
+}
+
+static inline bool kvr_mr_piece_ready(const struct kvr_mr *mr, uint32_t i)
+{
+	return !mr->piece_ready || mr->piece_ready[i];
+}
 
 /*
  * A party that must know of every registered region (the RDMA transport
@@ -73,10 +87,17 @@ struct kvr_mr {
  * (or the join) with that errno, after removed() undid the others. removed()
  * runs when a region is deregistered and for every region when the listener
  * leaves. Each listener owns mr->ext[slot] of every region.
+ *
+ * A region registered with kvr_mem_register_deferred is added at once with
+ * none of its pieces ready (kvr_mr_piece_ready); piece_ready(), optional,
+ * runs as each piece becomes ready (from kvr_mr_pin_piece, on the engine
+ * thread). A listener that cannot take the piece says so in its own log and
+ * state: the region's other parties still take it.
  */
 struct kvr_mem_listener {
 	int (*added)(struct kvr_mem_listener *l, struct kvr_mr *mr);
 	void (*removed)(struct kvr_mem_listener *l, struct kvr_mr *mr);
+	void (*piece_ready)(struct kvr_mem_listener *l, struct kvr_mr *mr, uint32_t i);
 	int slot; /* set by kvr_mem_listen */
 	struct kvr_mem_listener *next;
 };
@@ -125,11 +146,13 @@ static inline uintptr_t kvr_fixed_end(const struct kvr_mr *mr, const void *addr)
  * kvr_mem_register() (but never the pinning ones). Engine thread only.
  */
 int kvr_mem_register_deferred(kvr_engine *e, void *addr, size_t len, kvr_mr **out);
-/* Pin piece i (bytes [i * KVR_FIXED_MAX, ...) of a region registered with
- * kvr_mem_register_deferred) into its reserved slot. 0 (also when the piece
- * is pinned already, or the region has no slots: the table is unsupported),
- * or the registration's negative errno: the piece stays on the plain path.
- * Engine thread only (io_uring_register on the engine's ring). */
+/* Piece i (bytes [i * KVR_FIXED_MAX, ...) of a region registered with
+ * kvr_mem_register_deferred) is faulted in: pin it into its reserved slot,
+ * mark it ready and tell the listeners (piece_ready). 0 (also when the piece
+ * is ready already, or the region has no slots: the table is unsupported),
+ * or the io_uring registration's negative errno: the piece stays on the
+ * plain path (it is ready all the same). Engine thread only
+ * (io_uring_register on the engine's ring). */
 int kvr_mr_pin_piece(kvr_engine *e, struct kvr_mr *mr, uint32_t i);
 
 /* Region holding [addr, addr+len), or NULL. O(log regions). */

@@ -4,7 +4,8 @@
  * host region mapped onto io_uring fixed-buffer slots of at most 1 GiB in a
  * sparse table updated at run time. A deferred region takes its slots at
  * once and has them filled piece by piece later, as its owner faults the
- * memory in (the memory store's background faulting).
+ * memory in (the memory store's background faulting); the memory listeners
+ * hear of each piece then too (the RDMA devices register it).
  */
 #include "engine/engine.h"
 
@@ -169,15 +170,21 @@ static void reserve_fixed(kvr_engine *e, struct kvr_mr *mr, uint32_t n)
 
 int kvr_mr_pin_piece(kvr_engine *e, struct kvr_mr *mr, uint32_t i)
 {
-	uint16_t slot;
-	int rc;
+	int rc = 0;
 
-	if (i >= mr->nfixed || !(mr->slot[i] & KVR_SLOT_UNPINNED))
+	if (!mr->piece_ready || i >= kvr_mr_npieces(mr) || mr->piece_ready[i])
 		return 0;
-	slot = mr->slot[i] & (uint16_t)~KVR_SLOT_UNPINNED;
-	rc = pin_piece(e, mr, i, slot);
-	if (!rc)
-		mr->slot[i] = slot;
+	if (i < mr->nfixed && mr->slot[i] & KVR_SLOT_UNPINNED) {
+		uint16_t slot = mr->slot[i] & (uint16_t)~KVR_SLOT_UNPINNED;
+
+		rc = pin_piece(e, mr, i, slot);
+		if (!rc)
+			mr->slot[i] = slot;
+	}
+	mr->piece_ready[i] = 1;
+	for (struct kvr_mem_listener *l = e->listeners; l; l = l->next)
+		if (l->piece_ready)
+			l->piece_ready(l, mr, i);
 	return rc;
 }
 
@@ -276,9 +283,12 @@ static int mem_register(kvr_engine *e, void *addr, size_t len, unsigned flags, b
 		return -EEXIST;
 	}
 	n = (uint32_t)((len + KVR_FIXED_MAX - 1) / KVR_FIXED_MAX);
-	mr = calloc(1, sizeof(*mr) + n * sizeof(mr->slot[0]));
+	/* A deferred region's readiness per piece follows its slots. */
+	mr = calloc(1, sizeof(*mr) + n * sizeof(mr->slot[0]) + (defer ? n : 0));
 	if (!mr)
 		return -ENOMEM;
+	if (defer)
+		mr->piece_ready = (uint8_t *)&mr->slot[n];
 	mr->e = e;
 	mr->base = a;
 	mr->len = len;

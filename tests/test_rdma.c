@@ -420,7 +420,7 @@ static void forged_rkey(void **state)
 	assert_non_null(rc);
 	dv = rdma_dev_get(rc, dev1, &err);
 	assert_non_null(dv);
-	slot = &((struct ibv_mr **)c.mr->ext[rc->ml.slot])[dv->idx];
+	slot = &((struct rdma_region *)c.mr->ext[rc->ml.slot])->mr[dv->idx];
 	real = *slot;
 	fake = *real;
 	fake.rkey ^= 0x00ff00ffu;

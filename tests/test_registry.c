@@ -388,6 +388,74 @@ static void test_deferred_pin(void **state)
 	kvt_unlink(path);
 }
 
+/* A listener that records the pieces it hears of. */
+struct piece_log {
+	struct kvr_mem_listener l;
+	int added, calls;
+	uint32_t last;
+};
+
+static int pl_added(struct kvr_mem_listener *l, struct kvr_mr *mr)
+{
+	struct piece_log *pl = (struct piece_log *)l;
+
+	(void)mr;
+	pl->added++;
+	return 0;
+}
+
+static void pl_removed(struct kvr_mem_listener *l, struct kvr_mr *mr)
+{
+	(void)l;
+	(void)mr;
+}
+
+static void pl_piece(struct kvr_mem_listener *l, struct kvr_mr *mr, uint32_t i)
+{
+	struct piece_log *pl = (struct piece_log *)l;
+
+	assert_true(kvr_mr_piece_ready(mr, i)); /* marked before the listeners run */
+	pl->calls++;
+	pl->last = i;
+}
+
+/* A deferred region is added with no piece ready; each piece is heard of
+ * once, when kvr_mr_pin_piece marks it; a plain region is ready all over
+ * and has no piece to hear of. */
+static void test_piece_ready_listener(void **state)
+{
+	kvr_engine *e = kvt_engine();
+	const size_t len = 1 << 20;
+	uint8_t *m = kvt_alloc_mem(len);
+	struct piece_log pl = {
+	    .l = {.added = pl_added, .removed = pl_removed, .piece_ready = pl_piece}};
+	kvr_mr *mr;
+
+	(void)state;
+	assert_int_equal(kvr_mem_listen(e, &pl.l), 0);
+	assert_int_equal(kvr_mem_register_deferred(e, m, len, &mr), 0);
+	assert_int_equal(pl.added, 1);
+	assert_int_equal(kvr_mr_npieces(mr), 1);
+	assert_false(kvr_mr_piece_ready(mr, 0));
+	assert_int_equal(kvr_mr_pin_piece(e, mr, 0), 0);
+	assert_true(kvr_mr_piece_ready(mr, 0));
+	assert_int_equal(pl.calls, 1);
+	assert_int_equal(pl.last, 0);
+	assert_int_equal(kvr_mr_pin_piece(e, mr, 0), 0); /* ready already */
+	assert_int_equal(kvr_mr_pin_piece(e, mr, 1), 0); /* no such piece */
+	assert_int_equal(pl.calls, 1);
+	assert_int_equal(kvr_mem_deregister(e, mr), 0);
+
+	assert_int_equal(kvr_mem_register(e, m, len, 0, &mr), 0);
+	assert_true(kvr_mr_piece_ready(mr, 0));
+	assert_int_equal(kvr_mr_pin_piece(e, mr, 0), 0);
+	assert_int_equal(pl.calls, 1);
+	assert_int_equal(kvr_mem_deregister(e, mr), 0);
+	kvr_mem_unlisten(e, &pl.l);
+	kvr_engine_destroy(e);
+	kvt_free_mem(m, len);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -398,6 +466,7 @@ int main(void)
 	    cmocka_unit_test(test_busy_until_callback),
 	    cmocka_unit_test(test_no_pin_follows_remaps),
 	    cmocka_unit_test(test_deferred_pin),
+	    cmocka_unit_test(test_piece_ready_listener),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

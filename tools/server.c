@@ -15,8 +15,10 @@
  * in the background (KVR_STORE_BACKGROUND_FAULT) while it already serves,
  * logging "pool: X of Y ready, T s" and reporting pool_bytes_ready in
  * STATS. --prefault sync does it all before listening instead (seconds per
- * GiB on a fresh machine). An rdma:// server still waits for its RDMA
- * registration of the pool (ibv_reg_mr pins it all) before it listens.
+ * GiB on a fresh machine). An rdma:// server listens at once as well: it
+ * registers the pool with its RDMA device per 1 GiB piece as each is
+ * faulted in, and an RDMA move into or out of a piece not registered yet
+ * waits for it (TCP clients are not held up).
  */
 #include "kvring.h"
 #include "tools/secret_file.h"
@@ -97,10 +99,13 @@ static void usage(FILE *f)
 		   "                            idle this long; one whose answers wait unread\n"
 		   "                            this long is reset (default 30000)\n"
 		   "  --prefault MODE           background (default): listen at once and fault\n"
-		   "                            the pool in (and pin it) while serving, the\n"
+		   "                            the pool in (and pin it, and register it with\n"
+		   "                            the RDMA device per GiB) while serving, the\n"
 		   "                            progress in the log and in STATS\n"
-		   "                            (pool_bytes_ready); sync: all of it before\n"
-		   "                            listening (seconds per GiB on a fresh machine)\n"
+		   "                            (pool_bytes_ready); RDMA moves touching a GiB\n"
+		   "                            not ready yet wait for it; sync: all of it\n"
+		   "                            before listening (seconds per GiB on a fresh\n"
+		   "                            machine)\n"
 		   "  --prefault-rate SIZE      background faulting: at most SIZE per second,\n"
 		   "                            split across threads (default: no limit)\n"
 		   "  --log-level LEVEL         error, warn, info (default) or debug\n"

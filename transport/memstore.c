@@ -192,10 +192,15 @@ static void fault_tick(struct kvr_timer *t)
 	if (done == m->pool_len || err) {
 		kvr_prefault_stop(m->pf); /* its thread has returned */
 		m->pf = NULL;
-		if (err)
+		if (err) {
 			kvr_log(m->s.t.e, KVR_LOG_WARN,
 				"pool: faulting stopped early (%s); the rest faults on first use",
 				strerror(-err));
+			/* Hand the rest over as it is, so that nothing waits for
+			 * it (an RDMA registration faults it now, or fails). */
+			for (uint32_t i = m->pinned; i < kvr_mr_npieces(m->mr); i++)
+				kvr_mr_pin_piece(m->s.t.e, m->mr, i);
+		}
 		log_progress(m, now, err ? " (stopped)" : " (all)");
 		return;
 	}

@@ -10,8 +10,10 @@
  * re-arm, drain). The device's async-event fd is watched the same way.
  * Every registered region is registered with every open device (a memory
  * listener), the first time a device is opened for the regions already
- * there. Work requests staged during a loop round are posted once per
- * round and queue pair (one doorbell for a whole batch).
+ * there; a deferred region (the server's pool while it is faulted in) per
+ * 1 GiB piece, as each piece becomes ready, and work whose local memory is
+ * in a piece not registered yet waits on its channel until it is. Work requests staged during a
+ * loop round are posted once per round and queue pair (one doorbell for a whole batch).
  *
  * rdma_chan.c — a channel: one RC queue pair with a ring of receive slots
  * (the messages the peer may have outstanding: its credits) and a ring of
@@ -94,6 +96,19 @@ struct rdma_ctx {
 	struct rdma_counters st;
 };
 
+/*
+ * Per-region data of the memory listener: its MRs on each device. A region
+ * has one MR per device, except a deferred one (kvr_mem_register_deferred,
+ * the server's pool while it is faulted in), which has one per 1 GiB piece,
+ * registered as the piece becomes ready: registering a piece faults and
+ * pins it, seconds per GiB when it is not faulted in yet.
+ */
+struct rdma_region {
+	uint32_t npieces;
+	int err[RDMA_MAX_DEVS]; /* why a piece could not be registered there */
+	struct ibv_mr *mr[];	/* [device index * npieces + piece] */
+};
+
 /* Our side of a queue pair, as it goes into a HELLO. */
 struct rdma_chan_ops {
 	/* A message arrived in receive slot `slot`, decoded into *m (whose
@@ -155,6 +170,7 @@ struct rdma_chan {
 	uint32_t nwr, max_sge;
 	uint32_t inline_max;
 	struct rdma_pending *pend_head, *pend_tail;
+	struct rdma_pending *mem_head, *mem_tail; /* waiting for registration */
 
 	struct ibv_recv_wr *rwr; /* for posting the staged receives */
 	struct ibv_sge *rsge;
@@ -177,8 +193,18 @@ struct rdma_ctx *rdma_ctx_get(kvr_engine *e, int *err);
  * device: kvr_engine_errmsg names the devices there are), -ENOMEM, or the
  * verbs call's errno (a registration over RLIMIT_MEMLOCK says so). */
 struct rdma_dev *rdma_dev_get(struct rdma_ctx *ctx, const char *name, int *err);
-/* The memory key of [addr, addr+len) inside region mr on device d. */
+/* Region mr's MR on device d when one MR covers all of it, else NULL (not
+ * registered there: device memory without GPUDirect, or a deferred region
+ * of several pieces, for which see rdma_mr_at). */
 struct ibv_mr *rdma_mr_of(const struct rdma_dev *d, const struct kvr_mr *mr);
+/* The MR on d covering addr (inside mr) up to kvr_fixed_end(mr, addr) at
+ * least, or NULL while that piece is not registered. */
+struct ibv_mr *rdma_mr_at(const struct rdma_dev *d, const struct kvr_mr *mr, uintptr_t addr);
+/* Whether [addr, addr+len) inside mr is registered on d: 0, -EAGAIN (a
+ * piece of a deferred region is not faulted in yet: it will be), or
+ * -errno (never: the region has no MR there, or registering a piece
+ * failed). */
+int rdma_mr_range(const struct rdma_dev *d, const struct kvr_mr *mr, uintptr_t addr, uint64_t len);
 /* Reserve / release completion queue entries for a queue pair. 0 or
  * -ENOBUFS (the device's CQ cannot grow that far). */
 int rdma_dev_cq_reserve(struct rdma_dev *d, int n);
@@ -208,9 +234,15 @@ int rdma_chan_connect(struct rdma_chan *ch, const struct kvr_hello_rdma *peer);
 void rdma_chan_recv_done(struct rdma_chan *ch, uint32_t slot);
 /* Whether nwr WRs (and a send slot, with slot) can be staged now. */
 bool rdma_chan_can(const struct rdma_chan *ch, uint32_t nwr, bool slot);
-/* Run p once the send queue has room for it, in order behind work already
- * waiting (now, if it has). On a closing channel, p->drop runs instead. */
+/* Run p once the local memory it names (p->mr) is registered on the
+ * channel's device and the send queue has room for it, in order behind
+ * work already waiting for room (now, if it has). On a closing channel,
+ * p->drop runs instead. p->run must check rdma_mr_range() itself: a piece
+ * that failed to register does not wait. */
 void rdma_chan_when_room(struct rdma_chan *ch, struct rdma_pending *p);
+/* Memory was registered on the channel's device: what waited for it goes on
+ * to wait for room (the RDMA context calls this). */
+void rdma_chan_mem_ready(struct rdma_chan *ch);
 /* Stage one work request (posted this round). wr->sg_list must point to
  * sges from rdma_chan_sges(); wr->wr_id is set here: w (signaled) or 0.
  * The caller checked the room. */

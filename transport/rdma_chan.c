@@ -189,6 +189,15 @@ void rdma_chan_flush(struct rdma_chan *ch)
 	rdma_chan_completed(ch);
 }
 
+static void append(struct rdma_pending **head, struct rdma_pending **tail, struct rdma_pending *p)
+{
+	if (*tail)
+		(*tail)->next = p;
+	else
+		*head = p;
+	*tail = p;
+}
+
 void rdma_chan_when_room(struct rdma_chan *ch, struct rdma_pending *p)
 {
 	p->next = NULL;
@@ -196,15 +205,29 @@ void rdma_chan_when_room(struct rdma_chan *ch, struct rdma_pending *p)
 		p->drop(p);
 		return;
 	}
+	if (p->mr && rdma_mr_range(ch->d, p->mr, p->addr, p->len) == -EAGAIN) {
+		append(&ch->mem_head, &ch->mem_tail, p);
+		return;
+	}
 	if (!ch->pend_head && rdma_chan_can(ch, p->nwr, p->slot)) {
 		p->run(p);
 		return;
 	}
-	if (ch->pend_tail)
-		ch->pend_tail->next = p;
-	else
-		ch->pend_head = p;
-	ch->pend_tail = p;
+	append(&ch->pend_head, &ch->pend_tail, p);
+}
+
+void rdma_chan_mem_ready(struct rdma_chan *ch)
+{
+	struct rdma_pending *p = ch->mem_head;
+
+	/* In order; what still waits goes back to the (emptied) list. */
+	ch->mem_head = ch->mem_tail = NULL;
+	while (p) {
+		struct rdma_pending *next = p->next;
+
+		rdma_chan_when_room(ch, p);
+		p = next;
+	}
 }
 
 /* Send queue room came back: run what waits for it, in order. */
@@ -286,6 +309,12 @@ void rdma_chan_close(struct rdma_chan *ch, int err)
 		p->drop(p);
 	}
 	ch->pend_tail = NULL;
+	while ((p = ch->mem_head)) {
+		ch->mem_head = p->next;
+		p->next = NULL;
+		p->drop(p);
+	}
+	ch->mem_tail = NULL;
 	/* What this round staged goes to the device flushed; then a marker
 	 * behind it: once the marker is back, every earlier WR is too, the
 	 * unsignaled ones included. */

@@ -2,7 +2,8 @@
 /*
  * RDMA devices of one engine (see rdma.h): open on first use, one PD, CQ
  * and completion channel each, joined to the engine's ring; every
- * registered region registered on every open device; completions
+ * registered region registered on every open device (a deferred one piece
+ * by piece); completions
  * dispatched to the work requests' handlers; the round's work posted once
  * per queue pair.
  */
@@ -22,26 +23,54 @@
 
 static const char ctx_key[] = "rdma";
 
-/* Per-region data of the memory listener: its MR on each device. */
-struct rdma_region {
-	struct ibv_mr *mr[RDMA_MAX_DEVS];
-};
-
 unsigned rdma_mtu_bytes(enum ibv_mtu m)
 {
 	return m >= IBV_MTU_256 && m <= IBV_MTU_4096 ? 128u << m : 0;
 }
 
+static struct rdma_region *region_of(const struct rdma_dev *d, const struct kvr_mr *mr)
+{
+	return mr->ext[d->ctx->ml.slot];
+}
+
 struct ibv_mr *rdma_mr_of(const struct rdma_dev *d, const struct kvr_mr *mr)
 {
-	const struct rdma_region *rr = mr->ext[d->ctx->ml.slot];
+	const struct rdma_region *rr = region_of(d, mr);
 
-	return rr ? rr->mr[d->idx] : NULL;
+	return rr && rr->npieces == 1 ? rr->mr[d->idx] : NULL;
+}
+
+struct ibv_mr *rdma_mr_at(const struct rdma_dev *d, const struct kvr_mr *mr, uintptr_t addr)
+{
+	const struct rdma_region *rr = region_of(d, mr);
+	uint32_t i;
+
+	if (!rr)
+		return NULL;
+	i = rr->npieces == 1 ? 0 : (uint32_t)((addr - mr->base) / KVR_FIXED_MAX);
+	return rr->mr[d->idx * rr->npieces + i];
+}
+
+int rdma_mr_range(const struct rdma_dev *d, const struct kvr_mr *mr, uintptr_t addr, uint64_t len)
+{
+	const struct rdma_region *rr = region_of(d, mr);
+	uint32_t first, last;
+
+	if (!rr)
+		return -EFAULT;
+	if (!mr->piece_ready)
+		return rr->mr[d->idx] ? 0 : -EFAULT;
+	first = (uint32_t)((addr - mr->base) / KVR_FIXED_MAX);
+	last = (uint32_t)((addr + (len ? len : 1) - 1 - mr->base) / KVR_FIXED_MAX);
+	for (uint32_t i = first; i <= last; i++)
+		if (!rr->mr[d->idx * rr->npieces + i])
+			return rr->err[d->idx] ? rr->err[d->idx] : -EAGAIN;
+	return 0;
 }
 
 /* ------------------------------------------------------------ regions */
 
-static int reg_error(struct rdma_dev *d, const struct kvr_mr *mr, int err)
+static int reg_error(struct rdma_dev *d, size_t len, int err)
 {
 	struct rlimit rl;
 
@@ -50,11 +79,10 @@ static int reg_error(struct rdma_dev *d, const struct kvr_mr *mr, int err)
 		kvr_set_errmsg(d->ctx->e,
 			       "%s: registering %zu bytes failed: RLIMIT_MEMLOCK is %llu bytes "
 			       "(raise it with ulimit -l or limits.conf)",
-			       d->name, mr->len, (unsigned long long)rl.rlim_cur);
+			       d->name, len, (unsigned long long)rl.rlim_cur);
 		return -ENOMEM;
 	}
-	kvr_set_errmsg(d->ctx->e, "%s: ibv_reg_mr of %zu bytes: %s", d->name, mr->len,
-		       strerror(err));
+	kvr_set_errmsg(d->ctx->e, "%s: ibv_reg_mr of %zu bytes: %s", d->name, len, strerror(err));
 	return -err;
 }
 
@@ -89,34 +117,63 @@ static struct ibv_mr *reg_device(struct rdma_dev *d, struct kvr_mr *mr, int acce
 	return m;
 }
 
+#define ACCESS (IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE)
+
+/* Register piece i of a deferred region on d. 0 or -errno (errmsg set). */
+static int reg_piece(struct rdma_dev *d, struct kvr_mr *mr, struct rdma_region *rr, uint32_t i)
+{
+	uintptr_t off = (uintptr_t)i * KVR_FIXED_MAX;
+	size_t len = mr->len - off < KVR_FIXED_MAX ? mr->len - off : KVR_FIXED_MAX;
+	struct ibv_mr **slot = &rr->mr[d->idx * rr->npieces + i];
+
+	if (*slot)
+		return 0;
+	*slot = ibv_reg_mr(d->pd, (void *)(mr->base + off), len, ACCESS);
+	return *slot ? 0 : reg_error(d, len, errno ? errno : ENOMEM);
+}
+
 static int reg_on(struct rdma_dev *d, struct kvr_mr *mr)
 {
-	struct rdma_region *rr = mr->ext[d->ctx->ml.slot];
-	int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE;
+	struct rdma_region *rr = region_of(d, mr);
 
 	if (!rr) {
-		rr = calloc(1, sizeof(*rr));
+		uint32_t n = mr->piece_ready ? kvr_mr_npieces(mr) : 1;
+
+		rr = calloc(1, sizeof(*rr) + (size_t)RDMA_MAX_DEVS * n * sizeof(rr->mr[0]));
 		if (!rr)
 			return -ENOMEM;
+		rr->npieces = n;
 		mr->ext[d->ctx->ml.slot] = rr;
 	}
 	if (mr->flags & KVR_MEM_CUDA) {
-		rr->mr[d->idx] = reg_device(d, mr, access);
+		rr->mr[d->idx] = reg_device(d, mr, ACCESS);
 		return 0; /* without one: staged */
 	}
-	rr->mr[d->idx] = ibv_reg_mr(d->pd, (void *)mr->base, mr->len, access);
+	if (mr->piece_ready) { /* the pieces ready so far; the rest as they come */
+		for (uint32_t i = 0; i < rr->npieces; i++) {
+			int rc = kvr_mr_piece_ready(mr, i) ? reg_piece(d, mr, rr, i) : 0;
+
+			if (rc)
+				return rc;
+		}
+		return 0;
+	}
+	rr->mr[d->idx] = ibv_reg_mr(d->pd, (void *)mr->base, mr->len, ACCESS);
 	if (!rr->mr[d->idx])
-		return reg_error(d, mr, errno ? errno : ENOMEM);
+		return reg_error(d, mr->len, errno ? errno : ENOMEM);
 	return 0;
 }
 
 static void unreg_on(struct rdma_dev *d, struct kvr_mr *mr)
 {
-	struct rdma_region *rr = mr->ext[d->ctx->ml.slot];
+	struct rdma_region *rr = region_of(d, mr);
 
-	if (rr && rr->mr[d->idx]) {
-		ibv_dereg_mr(rr->mr[d->idx]);
-		rr->mr[d->idx] = NULL;
+	for (uint32_t i = 0; rr && i < rr->npieces; i++) {
+		struct ibv_mr **slot = &rr->mr[d->idx * rr->npieces + i];
+
+		if (*slot)
+			ibv_dereg_mr(*slot);
+		*slot = NULL;
 	}
 }
 
@@ -136,6 +193,41 @@ static int ml_added(struct kvr_mem_listener *l, struct kvr_mr *mr)
 		}
 	}
 	return 0;
+}
+
+/* A piece of a deferred region is faulted in: register it on every device
+ * (on the engine thread, milliseconds per GiB of present pages), then let
+ * the channels start the work that waited for it. */
+static void ml_piece_ready(struct kvr_mem_listener *l, struct kvr_mr *mr, uint32_t i)
+{
+	struct rdma_ctx *ctx = KVR_CONTAINER_OF(l, struct rdma_ctx, ml);
+	struct rdma_region *rr = mr->ext[l->slot];
+	struct rdma_chan *ch, *next;
+
+	if (!rr)
+		return; /* no device open yet: each registers what is ready then */
+	for (uint32_t k = 0; k < ctx->ndevs; k++) {
+		struct rdma_dev *d = ctx->devs[k];
+		uint64_t t0 = kvr_now_ns();
+		int rc = reg_piece(d, mr, rr, i);
+
+		if (rc) {
+			/* What waits for the piece fails rather than waiting on. */
+			rr->err[d->idx] = rc;
+			kvr_log(ctx->e, KVR_LOG_ERROR, "%s: GiB %u of region %p: %s", d->name, i,
+				(void *)mr->base, kvr_engine_errmsg(ctx->e));
+			continue;
+		}
+		kvr_log(ctx->e, KVR_LOG_DEBUG, "%s: GiB %u of region %p registered (%.1f ms)",
+			d->name, i, (void *)mr->base, (double)(kvr_now_ns() - t0) / 1e6);
+		if (rdma_mr_range(d, mr, mr->base, mr->len) == 0)
+			kvr_log(ctx->e, KVR_LOG_INFO, "%s: all %u GiB of region %p registered",
+				d->name, rr->npieces, (void *)mr->base);
+	}
+	for (ch = ctx->chans; ch; ch = next) {
+		next = ch->next;
+		rdma_chan_mem_ready(ch);
+	}
 }
 
 static void ml_removed(struct kvr_mem_listener *l, struct kvr_mr *mr)
@@ -599,6 +691,7 @@ struct rdma_ctx *rdma_ctx_get(kvr_engine *e, int *err)
 	ctx->x.fini = ctx_fini;
 	ctx->ml.added = ml_added;
 	ctx->ml.removed = ml_removed;
+	ctx->ml.piece_ready = ml_piece_ready;
 	rc = kvr_mem_listen(e, &ctx->ml); /* no device yet: nothing registered */
 	if (rc) {
 		free(ctx);

@@ -21,11 +21,18 @@ struct rdma_wr {
 	bool recv;
 };
 
-/* A unit of work waiting for send queue room (FIFO). */
+struct kvr_mr;
+
+/* A unit of work waiting for send queue room (FIFO), and first, when it
+ * names local memory its work requests use, for that memory to be
+ * registered with the device (a server pool still being faulted in). */
 struct rdma_pending {
 	struct rdma_pending *next;
-	uint32_t nwr; /* work requests it needs */
-	bool slot;    /* and a send slot for its message */
+	uint32_t nwr;		 /* work requests it needs */
+	bool slot;		 /* and a send slot for its message */
+	const struct kvr_mr *mr; /* NULL, or the region [addr, addr+len) is in */
+	uintptr_t addr;
+	uint64_t len;
 	void (*run)(struct rdma_pending *p);
 	/* The channel closed first: release what p holds (never run). */
 	void (*drop)(struct rdma_pending *p);

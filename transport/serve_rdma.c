@@ -69,59 +69,113 @@ void srv_rdma_unhold(struct srv_req *r)
 		rdma_chan_recv_done(r->c->ch, r->rslot);
 }
 
-/* Pieces of at most max_msg bytes that moving len bytes against the held
- * descriptors takes. */
-static uint32_t pieces(const struct kvr_rmsg *m, uint64_t len, uint32_t max_msg)
+/*
+ * The walk of a move between the pool range [local, local+len) and the
+ * held descriptors: pieces of at most max_msg bytes, none crossing a
+ * descriptor's end or a 1 GiB piece of the pool (whose MR may be one of its
+ * own: rdma_mr_at). Counting and staging take the same walk.
+ */
+struct move_cur {
+	struct kvr_rmsg m;
+	const struct kvr_mr *mr; /* the pool */
+	uint32_t max_msg;
+	uint32_t i;	/* descriptor */
+	uint64_t doff;	/* bytes of it done */
+	uint8_t *local; /* next pool byte */
+	uint64_t left;	/* bytes to go */
+};
+
+static void move_init(struct move_cur *c, const struct srv_req *r, uint8_t *local, uint64_t len)
 {
+	c->m = held_msg(r);
+	c->mr = r->c->s->mr;
+	c->max_msg = r->c->ch->d->max_msg;
+	c->i = 0;
+	c->doff = 0;
+	c->local = local;
+	c->left = len;
+}
+
+/* The next piece: false when the move (or the descriptors) ended. */
+static bool move_next(struct move_cur *c, struct kvr_rdesc *piece)
+{
+	struct kvr_rdesc d = {0};
+	uint64_t n, fixed;
+
+	while (c->left && c->i < c->m.ndesc) {
+		d = kvr_rmsg_desc(&c->m, c->i);
+		if (c->doff < d.len)
+			break;
+		c->i++;
+		c->doff = 0;
+	}
+	if (!c->left || c->i == c->m.ndesc)
+		return false;
+	n = d.len - c->doff;
+	fixed = kvr_fixed_end(c->mr, c->local) - (uintptr_t)c->local;
+	n = n < c->left ? n : c->left;
+	n = n < c->max_msg ? n : c->max_msg;
+	n = n < fixed ? n : fixed;
+	*piece = (struct kvr_rdesc){d.addr + c->doff, d.rkey, (uint32_t)n};
+	c->doff += n;
+	c->left -= n;
+	return true;
+}
+
+/* Work requests that moving len bytes at local against the held
+ * descriptors takes. */
+static uint32_t pieces(const struct srv_req *r, uint8_t *local, uint64_t len)
+{
+	struct move_cur c;
+	struct kvr_rdesc d;
 	uint32_t n = 0;
 
-	for (uint32_t i = 0; i < m->ndesc && len; i++) {
-		struct kvr_rdesc d = kvr_rmsg_desc(m, i);
-		uint64_t k = d.len < len ? d.len : len;
-
-		n += (uint32_t)((k + max_msg - 1) / max_msg);
-		len -= k;
-	}
+	move_init(&c, r, local, len);
+	while (move_next(&c, &d))
+		n++;
 	return n;
 }
 
 /* Stage RDMA READs (or WRITEs) between [local, local+len) and the held
- * descriptors, in order; the last WR carries w (signaled). */
-static void stage_moves(struct srv_req *r, enum ibv_wr_opcode op, uint8_t *local, uint32_t lkey,
-			uint64_t len, struct rdma_wr *last)
+ * descriptors, in order; the last WR carries w (signaled). The range is
+ * registered (rdma_mr_range). */
+static void stage_moves(struct srv_req *r, enum ibv_wr_opcode op, uint8_t *local, uint64_t len,
+			struct rdma_wr *last)
 {
 	struct rdma_chan *ch = r->c->ch;
-	struct kvr_rmsg m = held_msg(r);
-	uint32_t max_msg = ch->d->max_msg;
-	uint32_t n = pieces(&m, len, max_msg), k = 0;
+	uint32_t n = pieces(r, local, len), k = 0;
+	struct move_cur c;
+	struct kvr_rdesc d;
 
-	for (uint32_t i = 0; i < m.ndesc && len; i++) {
-		struct kvr_rdesc d = kvr_rmsg_desc(&m, i);
-		uint64_t left = d.len < len ? d.len : len, raddr = d.addr;
+	move_init(&c, r, local, len);
+	while (move_next(&c, &d)) {
+		struct ibv_mr *mr = rdma_mr_at(ch->d, c.mr, (uintptr_t)c.local);
+		struct ibv_send_wr *wr = rdma_chan_stage(ch, ++k == n ? last : NULL);
 
-		len -= left;
-		while (left) {
-			uint32_t piece = (uint32_t)(left < max_msg ? left : max_msg);
-			struct ibv_send_wr *wr = rdma_chan_stage(ch, ++k == n ? last : NULL);
-			struct ibv_sge *sg = wr->sg_list;
-
-			sg[0] = (struct ibv_sge){(uint64_t)(uintptr_t)local, piece, lkey};
-			wr->num_sge = 1;
-			wr->opcode = op;
-			wr->wr.rdma.remote_addr = raddr;
-			wr->wr.rdma.rkey = d.rkey;
-			local += piece;
-			raddr += piece;
-			left -= piece;
-		}
+		wr->sg_list[0] = (struct ibv_sge){(uint64_t)(uintptr_t)c.local, d.len, mr->lkey};
+		wr->num_sge = 1;
+		wr->opcode = op;
+		wr->wr.rdma.remote_addr = d.addr;
+		wr->wr.rdma.rkey = d.rkey;
+		c.local += d.len;
 	}
 }
 
-static uint32_t pool_lkey(const struct srv_req *r)
+/* r's pending work waits for the pool range [local, local+len) to be
+ * registered on the device (the pool is still being faulted in), unless it
+ * is; len 0: it moves no pool bytes. */
+static void needs_pool(struct srv_req *r, uint8_t *local, uint64_t len)
 {
-	const struct kvr_server *s = r->c->s;
+	r->pend.mr = len ? r->c->s->mr : NULL;
+	r->pend.addr = (uintptr_t)local;
+	r->pend.len = len;
+}
 
-	return rdma_mr_of(r->c->ch->d, s->mr)->lkey;
+/* Whether the pool range the pending work names can be moved: 0, or the
+ * errno of a piece of it that could not be registered. */
+static int pool_state(const struct srv_req *r)
+{
+	return r->pend.mr ? rdma_mr_range(r->c->ch->d, r->pend.mr, r->pend.addr, r->pend.len) : 0;
 }
 
 /* -------------------------------------------------------------- PUT */
@@ -140,9 +194,15 @@ static void fetch_done(struct rdma_wr *w, const struct ibv_wc *wc)
 static void fetch_run(struct rdma_pending *p)
 {
 	struct srv_req *r = KVR_CONTAINER_OF(p, struct srv_req, pend);
+	int rc = pool_state(r);
 
+	if (rc) { /* that part of the pool has no MR: refuse as before any byte */
+		srv_release_park(r->c->s, r);
+		srv_respond(r, rc, NULL, 0);
+		return;
+	}
 	r->wr.fn = fetch_done;
-	stage_moves(r, IBV_WR_RDMA_READ, r->sgx.addr, pool_lkey(r), r->sgx.len, &r->wr);
+	stage_moves(r, IBV_WR_RDMA_READ, r->sgx.addr, r->sgx.len, &r->wr);
 }
 
 static void pend_drop(struct rdma_pending *p)
@@ -153,14 +213,12 @@ static void pend_drop(struct rdma_pending *p)
 void srv_rdma_fetch(struct srv_req *r)
 {
 	struct rdma_chan *ch = r->c->ch;
-	struct kvr_rmsg m;
 
 	if (!ch) {
 		srv_release(r);
 		return;
 	}
-	m = held_msg(r);
-	r->pend.nwr = pieces(&m, r->sgx.len, ch->d->max_msg);
+	r->pend.nwr = pieces(r, r->sgx.addr, r->sgx.len);
 	if (r->pend.nwr > ch->sq_cap) {
 		/* More READs than the send queue holds: it could never start
 		 * (objects over sq_cap * max_msg, 8 GiB on rxe). */
@@ -168,6 +226,7 @@ void srv_rdma_fetch(struct srv_req *r)
 		srv_respond(r, -EFBIG, NULL, 0);
 		return;
 	}
+	needs_pool(r, r->sgx.addr, r->sgx.len);
 	r->pend.slot = false;
 	r->pend.run = fetch_run;
 	r->pend.drop = pend_drop;
@@ -199,9 +258,12 @@ static void answer_run(struct rdma_pending *p)
 	uint8_t *slot;
 	size_t len = KVR_RMSG_HDR_LEN;
 	struct ibv_send_wr *wr;
+	int rc;
 
-	if (r->op == KVR_PROTO_OP_GET && r->out_len) {
-		stage_moves(r, IBV_WR_RDMA_WRITE, r->sgx.addr, pool_lkey(r), r->out_len, NULL);
+	if (r->op == KVR_PROTO_OP_GET && r->out_len && (rc = pool_state(r))) {
+		m.status = rc; /* that part of the pool has no MR */
+	} else if (r->op == KVR_PROTO_OP_GET && r->out_len) {
+		stage_moves(r, IBV_WR_RDMA_WRITE, r->sgx.addr, r->out_len, NULL);
 		m.payload_len = r->out_len;
 	} else if (r->out_len) { /* EXISTS, STATS: inline */
 		m.flags |= KVR_RMSG_F_INLINE;
@@ -238,9 +300,7 @@ void srv_rdma_respond(struct srv_req *r, const struct kvr_frame *f, const struct
 		r->status = -EPROTO; /* no descriptors to write to: cannot happen */
 		r->out_len = 0;
 	} else if (r->op == KVR_PROTO_OP_GET && r->out_len) {
-		struct kvr_rmsg m = held_msg(r);
-
-		nwr += pieces(&m, r->out_len, ch->d->max_msg);
+		nwr += pieces(r, r->sgx.addr, r->out_len);
 		if (nwr > ch->sq_cap) { /* as for a PUT: it could never start */
 			r->status = -EMSGSIZE;
 			r->out_len = 0;
@@ -250,6 +310,7 @@ void srv_rdma_respond(struct srv_req *r, const struct kvr_frame *f, const struct
 		r->status = -EMSGSIZE; /* a STATS body over the inline limit */
 		r->out_len = 0;
 	}
+	needs_pool(r, r->sgx.addr, r->op == KVR_PROTO_OP_GET ? r->out_len : 0);
 	r->pend.nwr = nwr;
 	r->pend.slot = true;
 	r->pend.run = answer_run;
