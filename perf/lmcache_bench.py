@@ -192,7 +192,8 @@ class Procs:
 
 def wait_until(p: subprocess.Popen, what: str, ready, timeout: float = 120.0):
     """Poll ready() until it returns something, or fail when p dies or time runs out.
-    kvring-server prefaults its memory before it listens: seconds per GiB here."""
+    The kvring-servers here fault their memory in before they listen (--prefault
+    sync): seconds per GiB."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         got = ready()
@@ -225,7 +226,12 @@ class Services:
             p = self.procs.start(
                 "kvring-server",
                 [str(self.bins / "tools" / "kvring-server"), "--listen", "tcp://127.0.0.1:0"]
-                + ["--memory", f"{memory // MIB}M"],
+                + ["--memory", f"{memory // MIB}M"]
+                # A row measures a ready pool: by default the server listens at
+                # once and faults its pool in while serving (a core busy, and
+                # puts ahead of it faulting their own pages), as Mooncake's
+                # holder and redis have their memory before they are asked.
+                + ["--prefault", "sync"],
                 self.logs / f"kvring-server-{tag}.log",
                 stdout=so,
             )

@@ -408,7 +408,10 @@ int ref_kvring_server_start(uint64_t mem_bytes, char *uri, size_t uri_len, char 
 			    size_t why_len)
 {
 	char bin[PATH_MAX], a_mem[32], line[512];
-	char *argv[] = {bin, "--listen", "tcp://127.0.0.1:0", "--memory", a_mem, NULL};
+	/* --prefault sync: rows measure a ready pool, not one still being
+	 * faulted in by a thread of the server while it serves */
+	char *argv[] = {bin,	"--listen", "tcp://127.0.0.1:0", "--memory", a_mem, "--prefault",
+			"sync", NULL};
 	const char *tag = "listening ";
 	size_t have = 0;
 	uint64_t t0 = bench_now_ns();

@@ -102,7 +102,7 @@ print("Other processes took %.0f%% of one core during %s%s." % (tot, sys.argv[4]
 '
 
 # ---------------------------------------------------------- kvring-server
-"$server" --listen tcp://127.0.0.1:0 --memory "$memory" >"$dir/server.out" \
+"$server" --listen tcp://127.0.0.1:0 --memory "$memory" --prefault sync >"$dir/server.out" \
 	2>"$dir/server.log" &
 srv=$!
 addr=""
