@@ -403,16 +403,14 @@ struct kvr_connect_opts {
  * `uri` is "tcp://HOST:PORT[,HOST:PORT...]" (HOST a name, an IPv4 address
  * or a bracketed IPv6 address; names are resolved once, here, so this call
  * may block on DNS), or "rdma://HOST:PORT[,...][?dev=NAME&gid=N]" for the
- * same cluster over RDMA verbs (docs/rdma.md, its limits too). Keys map to nodes by rendezvous hashing; with
- * `replicas` R a put writes R copies on the first R usable nodes of the
- * key's ranking, replacing a failed node by the next one (its result is
- * success when at least one copy was stored), and a remove goes to R nodes.
- * A node whose connection fails or stays silent past a deadline is marked
- * down and retried with backoff; a deadline missed by one node makes only
- * that node suspect. Connections are opened in the background; batches
- * submitted before they are up wait for them (within their deadline).
- * Reads (get, exists) ask one replica at a time, falling over to the next
- * on a miss or a node failure, and guarantee, per target handle:
+ * same cluster over RDMA verbs (docs/rdma.md, its limits too). Keys map to nodes by rendezvous
+ * hashing; with `replicas` R a put writes R copies on the first R usable nodes of the key's
+ * ranking, replacing a failed node by the next one (its result is success when at least one copy
+ * was stored), and a remove goes to R nodes. A node whose connection fails or stays silent past a
+ * deadline is marked down and retried with backoff; a deadline missed by one node makes only that
+ * node suspect. Connections are opened in the background; batches submitted before they are up wait
+ * for them (within their deadline). Reads (get, exists) ask one replica at a time, falling over to
+ * the next on a miss or a node failure, and guarantee, per target handle:
  * read-your-acknowledged-writes. A get never returns a version of a key
  * older than the newest put (or remove) of it that this handle reported
  * successful, across replica stalls, deaths and restarts: the handle
