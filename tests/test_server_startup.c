@@ -363,8 +363,7 @@ static void rdma_listens_before_ready(void **state)
 {
 	const char *dev = getenv("KVR_RDMA_DEV"), *addr2 = getenv("KVR_RDMA_ADDR2");
 	const char *dev2 = getenv("KVR_RDMA_DEV2");
-	struct run *rs = calloc(5, sizeof(*rs));
-	struct run *a = &rs[0], *f = &rs[1], *b = &rs[2], *c = &rs[3], *d = &rs[4];
+	struct run *rs, *a, *f, *b, *c, *d;
 	struct kvt_server s;
 	struct rclient cl;
 	char listen[160];
@@ -375,7 +374,13 @@ static void rdma_listens_before_ready(void **state)
 	(void)state;
 	if (!getenv("KVR_RDMA_DEV") || !getenv("KVR_RDMA_ADDR"))
 		skip();
+	rs = calloc(5, sizeof(*rs));
 	assert_non_null(rs);
+	a = &rs[0];
+	f = &rs[1];
+	b = &rs[2];
+	c = &rs[3];
+	d = &rs[4];
 	snprintf(listen, sizeof(listen), "rdma://%s:0?dev=%s",
 		 addr2 ? addr2 : getenv("KVR_RDMA_ADDR"), dev2 ? dev2 : dev);
 	t0 = mono_ms();
