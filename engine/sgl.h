@@ -78,38 +78,55 @@ static inline bool kvr_sgl_next(struct kvr_sgl *c, uint64_t max, struct kvr_sgl_
 	return false;
 }
 
+/* Copy up to n bytes between buf and the SGL at the position (into the SGL
+ * when in) and move past them; returns how many were copied (fewer at the
+ * end of the walk). A plain loop over the SGEs: the memory store's copy of
+ * every object runs through it. */
+static inline uint64_t kvr_sgl_copy(struct kvr_sgl *c, uint8_t *buf, uint64_t n, bool in)
+{
+	const struct kvr_sgx *x = c->sgx + c->i, *end = c->sgx + c->nsge;
+	uint64_t off = c->off, rest;
+
+	if (n > c->left)
+		n = c->left;
+	for (rest = n; rest && x < end;) {
+		uint8_t *a = x->addr + off;
+		uint64_t k = x->len - off;
+
+		if (k > rest)
+			k = rest;
+		if (in)
+			memcpy(a, buf, k);
+		else
+			memcpy(buf, a, k);
+		if (c->crc)
+			*c->crc = kvr_crc32c(*c->crc, a, k);
+		buf += k;
+		rest -= k;
+		off += k;
+		if (off == x->len) {
+			x++;
+			off = 0;
+		}
+	}
+	c->i = (uint32_t)(x - c->sgx);
+	c->off = off;
+	c->left -= n - rest;
+	return n - rest;
+}
+
 /* Copy up to n bytes from src into the SGL at the position and move past
  * them; returns how many were copied (fewer at the end of the walk). */
 static inline uint64_t kvr_sgl_copy_in(struct kvr_sgl *c, const void *src, uint64_t n)
 {
-	const uint8_t *s = src;
-	struct kvr_sgl_piece p;
-	uint64_t done = 0;
-
-	while (done < n && kvr_sgl_next(c, n - done, &p)) {
-		memcpy(p.addr, s + done, p.len);
-		if (c->crc)
-			*c->crc = kvr_crc32c(*c->crc, p.addr, p.len);
-		done += p.len;
-	}
-	return done;
+	return kvr_sgl_copy(c, (uint8_t *)src, n, true);
 }
 
 /* Copy up to n bytes of the SGL at the position to dst and move past them;
  * returns how many were copied (fewer at the end of the walk). */
 static inline uint64_t kvr_sgl_copy_out(struct kvr_sgl *c, void *dst, uint64_t n)
 {
-	uint8_t *d = dst;
-	struct kvr_sgl_piece p;
-	uint64_t done = 0;
-
-	while (done < n && kvr_sgl_next(c, n - done, &p)) {
-		memcpy(d + done, p.addr, p.len);
-		if (c->crc)
-			*c->crc = kvr_crc32c(*c->crc, p.addr, p.len);
-		done += p.len;
-	}
-	return done;
+	return kvr_sgl_copy(c, dst, n, false);
 }
 
 /* Move past n bytes (ones that landed in the SGL by other means: they go
