@@ -78,11 +78,15 @@ static inline bool kvr_sgl_next(struct kvr_sgl *c, uint64_t max, struct kvr_sgl_
 	return false;
 }
 
-/* Copy up to n bytes between buf and the SGL at the position (into the SGL
- * when in) and move past them; returns how many were copied (fewer at the
- * end of the walk). A plain loop over the SGEs: the memory store's copy of
- * every object runs through it. */
-static inline uint64_t kvr_sgl_copy(struct kvr_sgl *c, uint8_t *buf, uint64_t n, bool in)
+enum kvr_sgl_dir { KVR_SGL_IN, KVR_SGL_OUT, KVR_SGL_PASS };
+
+/* Walk up to n bytes from the position, copying them from buf into the SGL
+ * (IN), from the SGL to buf (OUT) or neither (PASS), adding them to the crc
+ * when there is one; returns how many it walked (fewer at the end of the
+ * walk). A plain loop over the SGEs, inlined with a constant dir: the
+ * memory store's copy of every object runs through it. */
+static inline uint64_t kvr_sgl_walk(struct kvr_sgl *c, uint8_t *buf, uint64_t n,
+				    enum kvr_sgl_dir dir)
 {
 	const struct kvr_sgx *x = c->sgx + c->i, *end = c->sgx + c->nsge;
 	uint64_t off = c->off, rest;
@@ -95,13 +99,14 @@ static inline uint64_t kvr_sgl_copy(struct kvr_sgl *c, uint8_t *buf, uint64_t n,
 
 		if (k > rest)
 			k = rest;
-		if (in)
+		if (dir == KVR_SGL_IN)
 			memcpy(a, buf, k);
-		else
+		else if (dir == KVR_SGL_OUT)
 			memcpy(buf, a, k);
 		if (c->crc)
 			*c->crc = kvr_crc32c(*c->crc, a, k);
-		buf += k;
+		if (dir != KVR_SGL_PASS)
+			buf += k;
 		rest -= k;
 		off += k;
 		if (off == x->len) {
@@ -119,19 +124,22 @@ static inline uint64_t kvr_sgl_copy(struct kvr_sgl *c, uint8_t *buf, uint64_t n,
  * them; returns how many were copied (fewer at the end of the walk). */
 static inline uint64_t kvr_sgl_copy_in(struct kvr_sgl *c, const void *src, uint64_t n)
 {
-	return kvr_sgl_copy(c, (uint8_t *)src, n, true);
+	return kvr_sgl_walk(c, (uint8_t *)src, n, KVR_SGL_IN);
 }
 
 /* Copy up to n bytes of the SGL at the position to dst and move past them;
  * returns how many were copied (fewer at the end of the walk). */
 static inline uint64_t kvr_sgl_copy_out(struct kvr_sgl *c, void *dst, uint64_t n)
 {
-	return kvr_sgl_copy(c, dst, n, false);
+	return kvr_sgl_walk(c, dst, n, KVR_SGL_OUT);
 }
 
 /* Move past n bytes (ones that landed in the SGL by other means: they go
  * into the crc); returns how many it moved (fewer at the end of the walk). */
-uint64_t kvr_sgl_advance(struct kvr_sgl *c, uint64_t n);
+static inline uint64_t kvr_sgl_advance(struct kvr_sgl *c, uint64_t n)
+{
+	return kvr_sgl_walk(c, NULL, n, KVR_SGL_PASS);
+}
 
 /*
  * Describe the SGL from the position on, at most max bytes, in at most cap
