@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* crc32c through ISA-L, which picks the fastest CPU path at run time. */
 #include "engine/engine.h"
+#include "engine/sgl.h"
 
 #include <isa-l/crc.h>
 #include <limits.h>
@@ -23,12 +24,9 @@ uint32_t kvr_crc32c(uint32_t crc, const void *buf, size_t len)
 uint32_t kvr_crc32c_sgl(const struct kvr_sgx *sgx, uint32_t nsge, uint64_t len)
 {
 	uint32_t crc = 0;
+	struct kvr_sgl cur;
 
-	for (uint32_t i = 0; i < nsge && len; i++) {
-		size_t n = sgx[i].len < len ? sgx[i].len : len;
-
-		crc = kvr_crc32c(crc, sgx[i].addr, n);
-		len -= n;
-	}
+	kvr_sgl_init(&cur, sgx, nsge, len, &crc);
+	kvr_sgl_advance(&cur, len);
 	return crc;
 }

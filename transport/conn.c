@@ -187,7 +187,8 @@ static void send_start(struct kvr_conn *c)
 	while (c->q_head) {
 		struct kvr_tx *tx = c->q_head;
 		uint32_t need = 3 + tx->nsge;
-		uint64_t left = tx->payload_len;
+		struct kvr_sgl cur;
+		uint32_t k;
 
 		if (s->niov + need > KVR_CONN_IOV)
 			break;
@@ -204,14 +205,13 @@ static void send_start(struct kvr_conn *c)
 		s->iov[s->niov++] = (struct iovec){tx->hdr, KVR_PROTO_HDR_LEN};
 		if (tx->key_len)
 			s->iov[s->niov++] = (struct iovec){(void *)tx->key, tx->key_len};
-		for (uint32_t i = 0; left && i < tx->nsge; i++) {
-			size_t n = tx->sgx[i].len < left ? tx->sgx[i].len : left;
-
-			s->iov[s->niov++] = (struct iovec){tx->sgx[i].addr, n};
-			left -= n;
-			if (c->zc_ok && n >= c->zc_min)
+		/* at most nsge slices: the room `need` counted */
+		kvr_sgl_init(&cur, tx->sgx, tx->nsge, tx->payload_len, NULL);
+		k = kvr_sgl_fill_iov(&cur, s->iov + s->niov, tx->nsge, tx->payload_len, NULL);
+		for (uint32_t i = 0; i < k; i++)
+			if (c->zc_ok && s->iov[s->niov + i].iov_len >= c->zc_min)
 				s->zc = true;
-		}
+		s->niov += k;
 		if (tx->trailer_len)
 			s->iov[s->niov++] = (struct iovec){tx->trailer, tx->trailer_len};
 		c->st.frames_out++;
@@ -311,38 +311,14 @@ bool kvr_conn_tx_idle(const struct kvr_conn *c)
  * running crc32c (when asked) and move the position past them. */
 static void rx_landed(struct kvr_conn *c, uint64_t n)
 {
-	const struct kvr_rx_dest *d = &c->rx_dst;
-
-	while (n) {
-		const struct kvr_sgx *x = &d->sgx[c->rx_sge];
-		uint64_t room = x->len - c->rx_sge_off;
-		uint64_t k = n < room ? n : room;
-
-		if (d->crc)
-			*d->crc = kvr_crc32c(*d->crc, x->addr + c->rx_sge_off, k);
-		n -= k;
-		c->rx_sge_off += k;
-		if (c->rx_sge_off == x->len) {
-			c->rx_sge++;
-			c->rx_sge_off = 0;
-		}
-	}
+	kvr_sgl_advance(&c->rx_cur, n);
 }
 
 /* Copy n staged bytes into the large payload's destination. */
 static void rx_copy_in(struct kvr_conn *c, const uint8_t *src, uint64_t n)
 {
 	c->st.rx_copied += n;
-	while (n) {
-		const struct kvr_sgx *x = &c->rx_dst.sgx[c->rx_sge];
-		uint64_t room = x->len - c->rx_sge_off;
-		uint64_t k = n < room ? n : room;
-
-		memcpy(x->addr + c->rx_sge_off, src, k);
-		rx_landed(c, k);
-		src += k;
-		n -= k;
-	}
+	kvr_sgl_copy_in(&c->rx_cur, src, n);
 }
 
 /* Take up to n staged bytes of the crc trailer. */
@@ -428,8 +404,7 @@ static void rx_parse(struct kvr_conn *c)
 		c->rx_dst = dst;
 		if (dst.crc)
 			*dst.crc = 0;
-		c->rx_sge = 0;
-		c->rx_sge_off = 0;
+		kvr_sgl_init(&c->rx_cur, dst.sgx, dst.nsge, f.payload_len, dst.crc);
 		c->rx_state = dst.nsge ? RX_DIRECT : RX_DISCARD;
 		/* the trailer goes to rx_trailer; discarded, it is just bytes */
 		c->rx_left = f.payload_len + (dst.nsge ? 0 : kvr_frame_trailer(&f));
@@ -524,17 +499,10 @@ static void rx_next(struct kvr_conn *c)
 	if (c->rx_in_flight || c->closing)
 		return;
 	if (c->rx_state == RX_DIRECT) {
-		uint64_t left = c->rx_left;
-		uint32_t n = 0;
+		/* the SGL's slices from the position on: at most KVR_MAX_SGE,
+		 * which leaves rx_iov's last slot for the trailer */
+		uint32_t n = kvr_sgl_fill_iov(&c->rx_cur, c->rx_iov, KVR_MAX_SGE, c->rx_left, NULL);
 
-		for (uint32_t i = c->rx_sge; left && i < c->rx_dst.nsge; i++) {
-			const struct kvr_sgx *x = &c->rx_dst.sgx[i];
-			uint64_t off = i == c->rx_sge ? c->rx_sge_off : 0;
-			uint64_t k = x->len - off < left ? x->len - off : left;
-
-			c->rx_iov[n++] = (struct iovec){x->addr + off, k};
-			left -= k;
-		}
 		if (c->rx_tleft) /* the crc trailer, after the payload */
 			c->rx_iov[n++] = (struct iovec){
 			    c->rx_trailer + KVR_PROTO_CRC_LEN - c->rx_tleft, c->rx_tleft};

@@ -34,6 +34,7 @@
 #include <sys/uio.h>
 
 #include "engine/engine.h"
+#include "engine/sgl.h"
 #include "transport/proto.h"
 
 /* Payloads up to this size are delivered in place from the staging buffer. */
@@ -161,8 +162,7 @@ struct kvr_conn {
 	uint32_t rx_tleft; /* crc trailer bytes still to receive */
 	uint8_t rx_trailer[KVR_PROTO_CRC_LEN];
 	struct kvr_rx_dest rx_dst;
-	uint32_t rx_sge; /* position in rx_dst */
-	uint64_t rx_sge_off;
+	struct kvr_sgl rx_cur; /* position in rx_dst; its crc is rx_dst.crc */
 	struct msghdr rx_msg;
 	struct iovec rx_iov[KVR_MAX_SGE + 1]; /* the SGL's slices, then the crc trailer */
 	int rx_lowat;	/* SO_RCVLOWAT now set on fd (1: the kernel's default) */

@@ -8,6 +8,7 @@
  * stats.bounce_bytes. Format and crash rules: filestore.h.
  */
 #include "transport/filestore.h"
+#include "engine/sgl.h"
 
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -84,11 +85,14 @@ static void plan(struct filestore *fs, struct kvr_req *r, bool write, uint64_t l
 	const struct kvr_objd *o = r->o;
 	struct fs_req *fr = fs_req(r);
 	uint64_t base = fs->sb.data_off + off, poff = 0;
+	struct kvr_sgl cur;
+	struct kvr_sgl_piece x;
 
-	for (uint32_t i = 0; i < o->nsge && poff < len; i++) {
-		uint8_t *a = o->sgx[i].addr;
-		struct kvr_mr *mr = o->sgx[i].mr;
-		uint64_t l = o->sgx[i].len < len - poff ? o->sgx[i].len : len - poff;
+	kvr_sgl_init(&cur, o->sgx, o->nsge, len, NULL);
+	while (kvr_sgl_next(&cur, UINT64_MAX, &x)) {
+		uint8_t *a = x.addr;
+		struct kvr_mr *mr = x.mr;
+		uint64_t l = x.len;
 		uint64_t head = (FS_BLOCK - poff % FS_BLOCK) % FS_BLOCK, dl = 0;
 
 		if (fs->direct && head < l && ((uintptr_t)(a + head) & (fs->mem_align - 1)) == 0)

@@ -17,6 +17,7 @@
  * fails for room the pool has; the price is that such a put may fault its
  * pages itself.
  */
+#include "engine/sgl.h"
 #include "transport/prefault.h"
 #include "transport/store.h"
 
@@ -42,25 +43,6 @@ struct memstore {
 	uint64_t logged;      /* `ready` when progress was last logged */
 };
 
-static void sgl_to_pool(uint8_t *dst, const struct kvr_sgx *sgx, uint32_t nsge)
-{
-	for (uint32_t i = 0; i < nsge; i++) {
-		memcpy(dst, sgx[i].addr, sgx[i].len);
-		dst += sgx[i].len;
-	}
-}
-
-static void pool_to_sgl(const struct kvr_sgx *sgx, const uint8_t *src, uint64_t len)
-{
-	for (uint32_t i = 0; len; i++) {
-		size_t n = sgx[i].len < len ? sgx[i].len : len;
-
-		memcpy(sgx[i].addr, src, n);
-		src += n;
-		len -= n;
-	}
-}
-
 static void mem_put(kvr_target *t, struct kvr_req **reqs, uint32_t n)
 {
 	struct memstore *m = (struct memstore *)t;
@@ -69,12 +51,14 @@ static void mem_put(kvr_target *t, struct kvr_req **reqs, uint32_t n)
 		const struct kvr_objd *o = reqs[i]->o;
 		int64_t off = kvr_store_alloc(&m->s, o->total);
 		struct kvr_entry *en;
+		struct kvr_sgl cur;
 
 		if (off < 0) {
 			kvr_req_done(reqs[i], off);
 			continue;
 		}
-		sgl_to_pool(m->pool + off, o->sgx, o->nsge);
+		kvr_sgl_init(&cur, o->sgx, o->nsge, o->total, NULL);
+		kvr_sgl_copy_out(&cur, m->pool + off, o->total);
 		en = kvr_store_entry(&m->s, o, (uint64_t)off, o->total,
 				     kvr_crc32c(0, m->pool + off, o->total));
 		if (!en) {
@@ -106,7 +90,10 @@ static void mem_get(kvr_target *t, struct kvr_req **reqs, uint32_t n)
 			kvr_store_drop_corrupt(&m->s, en);
 			res = -EIO;
 		} else {
-			pool_to_sgl(o->sgx, m->pool + en->off, en->len);
+			struct kvr_sgl cur;
+
+			kvr_sgl_init(&cur, o->sgx, o->nsge, en->len, NULL);
+			kvr_sgl_copy_in(&cur, m->pool + en->off, en->len);
 			res = (int64_t)en->len;
 		}
 		kvr_store_unref(&m->s, en);

@@ -19,6 +19,7 @@
  */
 #include "transport/rdma.h"
 #include "transport/tcp.h"
+#include "engine/sgl.h"
 
 #include <endian.h>
 #include <stdlib.h>
@@ -95,21 +96,16 @@ static int count_descs(const struct tcp_rdma *tr, const struct kvr_objd *o)
 /* Write o's descriptors at p. */
 static void put_descs(const struct tcp_rdma *tr, const struct kvr_objd *o, uint8_t *p)
 {
-	for (uint32_t i = 0; i < o->nsge; i++) {
-		const struct kvr_sgx *x = &o->sgx[i];
-		uint32_t rkey = rdma_mr_of(tr->ch->d, x->mr)->rkey;
-		uint64_t addr = (uint64_t)(uintptr_t)x->addr;
-		size_t left = x->len;
+	struct kvr_sgl cur;
+	struct kvr_sgl_piece x;
 
-		while (left) {
-			struct kvr_rdesc rd = {addr, rkey,
-					       (uint32_t)(left < PIECE_MAX ? left : PIECE_MAX)};
+	kvr_sgl_init(&cur, o->sgx, o->nsge, o->total, NULL);
+	while (kvr_sgl_next(&cur, PIECE_MAX, &x)) {
+		struct kvr_rdesc rd = {(uint64_t)(uintptr_t)x.addr,
+				       rdma_mr_of(tr->ch->d, x.mr)->rkey, (uint32_t)x.len};
 
-			kvr_rmsg_put_desc(p, &rd);
-			p += KVR_RMSG_DESC;
-			addr += rd.len;
-			left -= rd.len;
-		}
+		kvr_rmsg_put_desc(p, &rd);
+		p += KVR_RMSG_DESC;
 	}
 }
 
@@ -157,21 +153,19 @@ static void stage(struct tcp_rdma *tr, struct tcp_op *op)
 	sg = wr->sg_list;
 	wr->opcode = IBV_WR_SEND;
 	if ((m.flags & KVR_RMSG_F_INLINE) && o->total) {
+		struct kvr_sgl cur;
+		struct kvr_sgl_piece x;
+
+		kvr_sgl_init(&cur, o->sgx, o->nsge, o->total, NULL);
 		if (1 + o->nsge <= ch->max_sge) {
-			/* the payload straight from the caller's memory */
-			for (uint32_t i = 0; i < o->nsge; i++) {
-				struct ibv_mr *mr = rdma_mr_of(ch->d, o->sgx[i].mr);
-
-				sg[nsg++] = (struct ibv_sge){(uint64_t)(uintptr_t)o->sgx[i].addr,
-							     (uint32_t)o->sgx[i].len, mr->lkey};
-			}
+			/* the payload straight from the caller's memory (an inline
+			 * payload is small: each SGE is one piece) */
+			while (kvr_sgl_next(&cur, UINT64_MAX, &x))
+				sg[nsg++] =
+				    (struct ibv_sge){(uint64_t)(uintptr_t)x.addr, (uint32_t)x.len,
+						     rdma_mr_of(ch->d, x.mr)->lkey};
 		} else {
-			uint8_t *q = slot + len;
-
-			for (uint32_t i = 0; i < o->nsge; i++) {
-				memcpy(q, o->sgx[i].addr, o->sgx[i].len);
-				q += o->sgx[i].len;
-			}
+			kvr_sgl_copy_out(&cur, slot + len, o->total);
 			len += o->total;
 		}
 	}

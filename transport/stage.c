@@ -3,6 +3,7 @@
 #include "transport/stage.h"
 
 #include "engine/alloc.h"
+#include "engine/sgl.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -154,18 +155,20 @@ static bool move(struct kvr_stage *st, struct st_req *s, uint64_t len, bool to_d
 {
 	uint8_t *pool = st->pool + s->off;
 	uint64_t pos = 0;
+	struct kvr_sgl cur;
+	struct kvr_sgl_piece x;
 
-	for (uint32_t i = 0; i < s->orig->nsge && pos < len && !s->err; i++) {
-		const struct kvr_sgx *x = &s->orig->sgx[i];
-		size_t k = x->len < len - pos ? x->len : len - pos;
+	kvr_sgl_init(&cur, s->orig->sgx, s->orig->nsge, len, NULL);
+	while (!s->err && kvr_sgl_next(&cur, UINT64_MAX, &x)) {
+		size_t k = x.len;
 
-		if (!(x->mr->flags & KVR_MEM_CUDA)) {
+		if (!(x.mr->flags & KVR_MEM_CUDA)) {
 			if (to_device)
-				memcpy(x->addr, pool + pos, k);
+				memcpy(x.addr, pool + pos, k);
 			else
-				memcpy(pool + pos, x->addr, k);
-		} else if (st->ops->copy(st->ctx, to_device ? x->addr : pool + pos,
-					 to_device ? pool + pos : x->addr, k, to_device)) {
+				memcpy(pool + pos, x.addr, k);
+		} else if (st->ops->copy(st->ctx, to_device ? x.addr : pool + pos,
+					 to_device ? pool + pos : x.addr, k, to_device)) {
 			kvr_log(st->e, KVR_LOG_WARN, "stage: %s copy of %zu bytes failed",
 				st->ops->name, k);
 			s->err = -EIO;

@@ -9,6 +9,7 @@
 
 #include <endian.h>
 #include "engine/index.h"
+#include "engine/sgl.h"
 
 #include <netdb.h>
 #include <stdio.h>
@@ -352,16 +353,10 @@ static int on_frame(struct kvr_conn *c, const struct kvr_frame *f, const uint8_t
 		if (f->payload_len > op->r->o->total)
 			return -EMSGSIZE; /* more than we said we could take */
 		if (small) {
-			const struct kvr_sgx *x = op->r->o->sgx;
-			uint64_t left = f->payload_len;
+			struct kvr_sgl cur;
 
-			for (uint32_t i = 0; left; i++) {
-				size_t k = x[i].len < left ? x[i].len : left;
-
-				memcpy(x[i].addr, small, k);
-				small += k;
-				left -= k;
-			}
+			kvr_sgl_init(&cur, op->r->o->sgx, op->r->o->nsge, f->payload_len, NULL);
+			kvr_sgl_copy_in(&cur, small, f->payload_len);
 			if (!payload_intact(op, f, NULL)) {
 				tcp_list_del(&tc->sent, op);
 				tcp_op_answer(op, -EIO);
