@@ -401,7 +401,6 @@ static void rx_parse(struct kvr_conn *c)
 		}
 		if (c->closing)
 			return;
-		c->rx_dst = dst;
 		if (dst.crc)
 			*dst.crc = 0;
 		kvr_sgl_init(&c->rx_cur, dst.sgx, dst.nsge, f.payload_len, dst.crc);

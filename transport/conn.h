@@ -161,8 +161,8 @@ struct kvr_conn {
 	uint64_t rx_left;  /* payload bytes still to receive */
 	uint32_t rx_tleft; /* crc trailer bytes still to receive */
 	uint8_t rx_trailer[KVR_PROTO_CRC_LEN];
-	struct kvr_rx_dest rx_dst;
-	struct kvr_sgl rx_cur; /* position in rx_dst; its crc is rx_dst.crc */
+	struct kvr_sgl rx_cur; /* the large payload's destination and position,
+				  with its running crc32c when asked */
 	struct msghdr rx_msg;
 	struct iovec rx_iov[KVR_MAX_SGE + 1]; /* the SGL's slices, then the crc trailer */
 	int rx_lowat;	/* SO_RCVLOWAT now set on fd (1: the kernel's default) */

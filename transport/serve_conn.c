@@ -172,13 +172,28 @@ static bool flow_over(const struct srv_conn *c, uint64_t div)
 	       c->tx >= share(SRV_TOTAL_TX, s->nconns, SRV_SHARE_TX) / div;
 }
 
-static void flow_resume(struct srv_conn *c)
+static void flow_defer(struct srv_conn *c)
+{
+	if (!c->deferred) {
+		c->deferred = true;
+		c->s->ndeferred++;
+	}
+}
+
+/* c is no longer held back (resumed, or closed); true when it was. */
+static bool flow_undefer(struct srv_conn *c)
 {
 	if (!c->deferred)
-		return;
+		return false;
 	c->deferred = false;
 	c->s->ndeferred--;
-	kvr_conn_resume(&c->conn);
+	return true;
+}
+
+static void flow_resume(struct srv_conn *c)
+{
+	if (flow_undefer(c))
+		kvr_conn_resume(&c->conn);
 }
 
 /* Something came back to the server as a whole: every connection held
@@ -783,10 +798,7 @@ static int on_frame(struct kvr_conn *kc, const struct kvr_frame *f, const uint8_
 			return -EPROTO;
 		}
 		if (!kvr_frame_is_response(f) && flow_blocked(c, f)) {
-			if (!c->deferred) {
-				c->deferred = true;
-				c->s->ndeferred++;
-			}
+			flow_defer(c);
 			return KVR_CONN_DEFER; /* the frame waits, unread */
 		}
 		return srv_conn_request(c, f, key, small, dst);
@@ -839,10 +851,7 @@ static void on_close(struct kvr_conn *kc, int err)
 		c->next->prev = c->prev;
 	c->prev = c->next = NULL;
 	s->nconns--;
-	if (c->deferred) {
-		c->deferred = false;
-		s->ndeferred--;
-	}
+	flow_undefer(c);
 	if (c->state == CS_READY)
 		srv_group_count(s, -1);
 	if (c->rx_req) { /* died mid-payload: the partial bytes are never committed */
